@@ -324,8 +324,8 @@ def traceable(fn: Callable) -> Callable:
 
 
 def run_eagerly(fn: Callable, args, kwargs):
-    from . import pytree
     from ..backends import interpreter
+    from ..runtime import pytree
     module = Module(getattr(fn, "__name__", "eager"))
     with TraceContext(module, "main") as ctx:
         out = fn(*args, **kwargs)
