@@ -40,8 +40,10 @@ def current_context() -> "TraceContext | None":
 class TraceContext:
     """Records instructions into one computation of `module`."""
 
-    def __init__(self, module: Module, name: str, parent: "TraceContext | None" = None):
+    def __init__(self, module: Module, name: str, parent: "TraceContext | None" = None,
+                 probe: bool = False):
         self.module = module
+        self.probe = probe          # a probe only learns output types: it never captures upward
         self.builder = Builder(module, name)
         self.parent = parent
         self.captures: list[tuple[Tracer, Tracer]] = []   # (outer value, inner parameter)
@@ -100,7 +102,7 @@ class TraceContext:
                 "in another trace; pass it as an argument instead", cls=errors.TraceError)
         if id(t) in self._capture_index:
             return self._capture_index[id(t)]
-        outer = self.parent.own(t) if t.ctx is not self.parent else t
+        outer = t if (t.ctx is self.parent or self.probe) else self.parent.own(t)
         inner = Tracer(self, self.builder.parameter(t.aval, name="captured"))
         self.captures.append((outer, inner))
         self._capture_index[id(t)] = inner

@@ -1,0 +1,358 @@
+"""`tessel.jit` and its staged API: jit(f).lower(*args) -> Lowered -> .compile() -> Compiled.
+
+Calling a jitted function traces it once per abstract signature (pytree structure,
+shapes, dtypes, static argument values, backend), compiles the module and caches the
+result; later calls with the same signature run the cached executable. The cache is
+safe to use from several threads: each signature is traced and compiled exactly once.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..compiler import dtypes, graph, verifier
+from ..compiler.ir import Module, Shape
+from ..runtime import backends, pytree
+from ..runtime.executable import ArgSpec, Executable, as_argument_array
+from . import core
+
+
+# ----------------------------------------------------------------------------- abstract arguments
+
+class ShapeDtype:
+    """An abstract argument for `lower`: a shape and a dtype, no data."""
+
+    def __init__(self, shape, dtype):
+        self.shape = tuple(int(d) for d in (shape if isinstance(shape, (tuple, list)) else (shape,)))
+        if any(d < 0 for d in self.shape):
+            raise ValueError(f"ShapeDtype dims must be >= 0, given {self.shape}")
+        self.dtype = dtypes.from_any(dtype)
+
+    def __repr__(self) -> str:
+        return f"ShapeDtype({self.shape}, {self.dtype.name})"
+
+    def __eq__(self, other):
+        return isinstance(other, ShapeDtype) and (self.shape, self.dtype) == (other.shape, other.dtype)
+
+    def __hash__(self):
+        return hash((self.shape, self.dtype))
+
+
+def leaf_aval(leaf, path: str) -> Shape:
+    """The abstract value of one argument leaf (array, scalar or ShapeDtype)."""
+    if isinstance(leaf, ShapeDtype):
+        return Shape(leaf.dtype, leaf.shape)
+    if isinstance(leaf, core.Tracer):
+        return leaf.aval
+    array = as_argument_array(leaf, path)
+    try:
+        return Shape(dtypes.from_numpy(array.dtype), array.shape)
+    except TypeError as e:
+        raise TypeError(f"argument {path}: {e}") from None
+
+
+# ----------------------------------------------------------------------------- binding arguments
+
+@dataclass(frozen=True)
+class Binding:
+    """A call's arguments split into static values and a pytree of dynamic leaves."""
+    statics: tuple                 # ((position or name, value), ...) - hashable
+    dynamic: tuple                 # (positional dynamic args..., {dynamic kwargs})
+    dynamic_names: tuple           # a display name per dynamic positional arg
+
+
+class ArgumentBinder:
+    """Splits args/kwargs of calls to `fun` by static_argnums / static_argnames."""
+
+    def __init__(self, fun: Callable, static_argnums, static_argnames):
+        self.fun = fun
+        self.static_argnums = _as_tuple(static_argnums)
+        self.static_argnames = _as_tuple(static_argnames)
+        try:
+            params = list(inspect.signature(fun).parameters.values())
+        except (TypeError, ValueError):
+            params = []
+        self.positional_names = [p.name for p in params
+                                 if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        # A static name given positionally is static by position too, and vice versa.
+        self.static_positions = {self._index(n) for n in self.static_argnums}
+        self.static_positions |= {self.positional_names.index(n) for n in self.static_argnames
+                                  if n in self.positional_names}
+        self.static_names = set(self.static_argnames) | {
+            self.positional_names[i] for i in self.static_positions if i < len(self.positional_names)}
+
+    def _index(self, n: int) -> int:
+        if n < 0:
+            if not self.positional_names:
+                raise ValueError("negative static_argnums need a function with a signature")
+            n += len(self.positional_names)
+        return n
+
+    def bind(self, args: tuple, kwargs: dict) -> Binding:
+        statics, dyn_args, names = [], [], []
+        for i, a in enumerate(args):
+            if i in self.static_positions:
+                statics.append((i, _hashable_static(a, self._name(i))))
+            else:
+                dyn_args.append(a)
+                names.append(self._name(i))
+        dyn_kwargs = {}
+        for k, v in kwargs.items():
+            if k in self.static_names:
+                statics.append((k, _hashable_static(v, k)))
+            else:
+                dyn_kwargs[k] = v
+        return Binding(tuple(statics), tuple(dyn_args) + (dyn_kwargs,), tuple(names))
+
+    def _name(self, i: int) -> str:
+        return self.positional_names[i] if i < len(self.positional_names) else f"args[{i}]"
+
+    def rebuild(self, binding: Binding, dyn_values: tuple) -> tuple[tuple, dict]:
+        """Arguments for the Python function: statics back in place, dynamics replaced."""
+        *dyn_args, dyn_kwargs = dyn_values
+        positional = dict((k, v) for k, v in binding.statics if isinstance(k, int))
+        n = len(dyn_args) + len(positional)
+        it = iter(dyn_args)
+        args = tuple(positional[i] if i in positional else next(it) for i in range(n))
+        kwargs = dict(dyn_kwargs)
+        kwargs.update((k, v) for k, v in binding.statics if isinstance(k, str))
+        return args, kwargs
+
+
+def _as_tuple(x) -> tuple:
+    if x is None:
+        return ()
+    if isinstance(x, (int, str)):
+        return (x,)
+    return tuple(x)
+
+
+def _hashable_static(value, name: str):
+    try:
+        hash(value)
+    except TypeError:
+        raise TypeError(f"static argument {name} must be hashable (it is part of the compile "
+                        f"cache key), given {type(value).__name__}; pass a tuple instead of a "
+                        f"list, or make it a dynamic argument") from None
+    return value
+
+
+def leaf_paths(binding: Binding, treedef: pytree.TreeDef) -> list[str]:
+    """A readable name per dynamic leaf: x, params['w1'], kwargs['y'] ..."""
+    *arg_defs, kw_def = treedef.children
+    paths = []
+    for name, sub in zip(binding.dynamic_names, arg_defs):
+        paths.extend(pytree.leaf_paths(sub, name))
+    for key, sub in zip(kw_def.keys, kw_def.children):
+        paths.extend(pytree.leaf_paths(sub, key))
+    return paths
+
+
+def _param_name(path: str) -> str:
+    name = re.sub(r"[^A-Za-z0-9_]+", "_", path).strip("_")
+    if not name or not (name[0].isalpha() or name[0] == "_"):
+        name = "arg_" + name
+    return name
+
+
+# ----------------------------------------------------------------------------- tracing
+
+def trace_to_module(fun: Callable, binder: ArgumentBinder, binding: Binding,
+                    treedef: pytree.TreeDef, specs: Sequence[ArgSpec]):
+    """Trace `fun` with a parameter per dynamic leaf; return (module, out_tree, out_avals)."""
+    module = Module(_param_name(getattr(fun, "__name__", "main")) or "main")
+    with core.TraceContext(module, "main") as ctx:
+        params = [ctx.parameter(spec.aval, _param_name(spec.path)) for spec in specs]
+        args, kwargs = binder.rebuild(binding, pytree.unflatten(treedef, params))
+        out = fun(*args, **kwargs)
+        out_leaves, out_tree = pytree.flatten(out)
+        outs = [_output_leaf(leaf, i) for i, leaf in enumerate(out_leaves)]
+        ctx.builder.build(ctx.emit("tuple", outs).instr, entry=True)
+    ctx.finished = True
+    verifier.verify(module)
+    return module, out_tree, [t.aval for t in outs]
+
+
+def _output_leaf(leaf, index: int) -> core.Tracer:
+    if isinstance(leaf, (core.Tracer, np.ndarray, np.generic, bool, int, float)):
+        return core.lift(leaf)
+    raise TypeError(f"output {index} of the traced function is a {type(leaf).__name__}; "
+                    f"outputs must be arrays, numbers, or tuples/lists/dicts/None of them")
+
+
+class Lowered:
+    """A traced program: the HLO as traced, ready to compile."""
+
+    def __init__(self, module: Module, backend: str, binder: ArgumentBinder, binding: Binding,
+                 in_tree: pytree.TreeDef, specs: list[ArgSpec], out_tree: pytree.TreeDef,
+                 out_avals: list[Shape], name: str):
+        self.module = module
+        self.backend = backend
+        self._binder, self._binding = binder, binding
+        self.in_tree, self.in_specs = in_tree, specs
+        self.out_tree, self.out_avals_flat = out_tree, out_avals
+        self.name = name
+
+    @property
+    def in_avals(self):
+        return pytree.unflatten(self.in_tree, [s.aval for s in self.in_specs])
+
+    @property
+    def out_avals(self):
+        return pytree.unflatten(self.out_tree, self.out_avals_flat)
+
+    def as_text(self) -> str:
+        return str(self.module)
+
+    def as_dot(self) -> str:
+        return graph.to_dot(self.module)
+
+    def compile(self) -> "Compiled":
+        exe = Executable(self.module, self.backend, self.in_tree, self.in_specs,
+                         self.out_tree, self.out_avals_flat, name=self.name)
+        return Compiled(exe, self._binder, self._binding)
+
+
+class Compiled:
+    """A compiled program; call it like the original function (same static values)."""
+
+    def __init__(self, executable: Executable, binder: ArgumentBinder, binding: Binding):
+        self.executable = executable
+        self._binder, self._binding = binder, binding
+
+    backend = property(lambda self: self.executable.backend)
+    in_avals = property(lambda self: self.executable.in_avals)
+    out_avals = property(lambda self: self.executable.out_avals)
+    module = property(lambda self: self.executable.module)
+
+    def as_text(self) -> str:
+        return self.executable.as_text()
+
+    def as_dot(self) -> str:
+        return graph.to_dot(self.executable.module)
+
+    def __call__(self, *args, **kwargs):
+        binding = self._binder.bind(args, kwargs)
+        if binding.statics != self._binding.statics:
+            raise TypeError(f"{self.executable.name}: static arguments {dict(binding.statics)} differ "
+                            f"from the ones this program was compiled for {dict(self._binding.statics)}")
+        leaves, treedef = pytree.flatten(binding.dynamic)
+        arrays = self.executable.validate(leaves, treedef)
+        return pytree.unflatten(self.executable.out_tree, self.executable.call_flat(arrays))
+
+
+# ----------------------------------------------------------------------------- jit
+
+class Jitted:
+    """The object `tessel.jit` returns: call it, or stage it with `lower`."""
+
+    def __init__(self, fun: Callable, backend: str | None, static_argnums, static_argnames):
+        if not callable(fun):
+            raise TypeError(f"jit expects a function, given {type(fun).__name__}")
+        self.fun = fun
+        self.backend = backends.check_name(backend or backends.DEFAULT_BACKEND)
+        self.binder = ArgumentBinder(fun, static_argnums, static_argnames)
+        self._cache: dict[Any, Compiled] = {}
+        self._in_flight: dict[Any, threading.Event] = {}
+        self._lock = threading.Lock()
+        self.trace_count = 0
+        functools.update_wrapper(self, fun)
+
+    # -- staged API
+    def lower(self, *args, **kwargs) -> Lowered:
+        binding = self.binder.bind(args, kwargs)
+        leaves, treedef = pytree.flatten(binding.dynamic)
+        return self._lower(binding, leaves, treedef)
+
+    def _lower(self, binding, leaves, treedef) -> Lowered:
+        paths = leaf_paths(binding, treedef)
+        specs = [ArgSpec(p, leaf_aval(leaf, p)) for p, leaf in zip(paths, leaves)]
+        module, out_tree, out_avals = trace_to_module(self.fun, self.binder, binding, treedef, specs)
+        with self._lock:
+            self.trace_count += 1
+        return Lowered(module, self.backend, self.binder, binding, treedef, specs, out_tree,
+                       out_avals, getattr(self.fun, "__name__", "function"))
+
+    # -- calling
+    def __call__(self, *args, **kwargs):
+        if core.current_context() is not None:
+            return self.fun(*args, **kwargs)     # inside another trace: inline
+        binding = self.binder.bind(args, kwargs)
+        leaves, treedef = pytree.flatten(binding.dynamic)
+        paths = None
+        avals = []
+        for i, leaf in enumerate(leaves):
+            try:
+                avals.append(_fast_aval(leaf))
+            except TypeError:
+                paths = paths or leaf_paths(binding, treedef)
+                avals.append(leaf_aval(leaf, paths[i]))
+        key = (treedef, tuple(avals), binding.statics)
+        compiled = self._get_or_compile(key, binding, leaves, treedef)
+        arrays = compiled.executable.validate(leaves, treedef)
+        return pytree.unflatten(compiled.executable.out_tree, compiled.executable.call_flat(arrays))
+
+    def _get_or_compile(self, key, binding, leaves, treedef) -> Compiled:
+        while True:
+            with self._lock:
+                if key in self._cache:
+                    return self._cache[key]
+                event = self._in_flight.get(key)
+                if event is None:
+                    event = self._in_flight[key] = threading.Event()
+                    owner = True
+                else:
+                    owner = False
+            if not owner:
+                event.wait()
+                continue          # the owner finished (or failed): look again
+            try:
+                compiled = self._lower(binding, leaves, treedef).compile()
+                with self._lock:
+                    self._cache[key] = compiled
+                return compiled
+            finally:
+                with self._lock:
+                    del self._in_flight[key]
+                event.set()
+
+    def cache_size(self) -> int:
+        return len(self._cache)
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._cache.clear()
+
+    def __repr__(self) -> str:
+        return f"<tessel.jit {getattr(self.fun, '__qualname__', self.fun)} backend={self.backend}>"
+
+
+def _fast_aval(leaf):
+    """Cache-key abstract value of a leaf; TypeError for anything unusual."""
+    if isinstance(leaf, np.ndarray):
+        return (leaf.dtype.str, leaf.shape)
+    if isinstance(leaf, (bool, int, float)):
+        return (type(leaf).__name__, ())
+    if isinstance(leaf, np.generic):
+        return (leaf.dtype.str, ())
+    raise TypeError
+
+
+def jit(fun: Callable | None = None, *, backend: str | None = None, static_argnums=(),
+        static_argnames=()):
+    """Trace, optimize and compile `fun` on first call per signature; run from a cache after.
+
+    Usable as `@jit`, `@jit(backend="interpreter")` or `jit(f, static_argnums=(1,))`.
+    """
+    if fun is None:
+        return lambda f: Jitted(f, backend, static_argnums, static_argnames)
+    return Jitted(fun, backend, static_argnums, static_argnames)
+
+
+__all__ = ["Compiled", "Jitted", "Lowered", "ShapeDtype", "jit"]

@@ -1,0 +1,115 @@
+"""Executable: a compiled program that runs on one backend.
+
+An Executable takes and returns pytrees of arrays. It validates every argument against
+the signature it was compiled for before any backend code runs, and reports every
+mismatch at once (argument path, expected, given).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..compiler import dtypes
+from ..compiler.ir import Module, Shape
+from . import backends, pytree
+
+
+@dataclass(frozen=True)
+class ArgSpec:
+    """One flat argument: where it sits in the user's pytree and its abstract value."""
+    path: str
+    aval: Shape
+
+
+def _format_aval(aval: Shape) -> str:
+    return f"{aval.dtype.name}{list(aval.dims)}"
+
+
+def describe_value(x) -> str:
+    if isinstance(x, np.ndarray) or hasattr(x, "shape") and hasattr(x, "dtype"):
+        try:
+            dt = dtypes.from_any(x.dtype).name
+        except TypeError:
+            dt = str(x.dtype)
+        return f"{dt}{list(x.shape)}"
+    return f"{type(x).__name__} {x!r}"[:80]
+
+
+def as_argument_array(x, path: str) -> np.ndarray:
+    """A leaf of the user's arguments as an ndarray, or a TypeError naming it."""
+    if isinstance(x, np.ndarray):
+        return x
+    if isinstance(x, (bool, int, float, np.generic)):
+        return np.asarray(x)
+    if hasattr(x, "__array__") and hasattr(x, "shape") and hasattr(x, "dtype"):
+        return np.asarray(x)
+    raise TypeError(f"argument {path} must be an array or a number, given {type(x).__name__} {x!r:.60}")
+
+
+class Executable:
+    """A compiled program: call it with the same pytree structure it was compiled for."""
+
+    def __init__(self, module: Module, backend: str, in_tree: pytree.TreeDef,
+                 in_specs: Sequence[ArgSpec], out_tree: pytree.TreeDef, out_avals: Sequence[Shape],
+                 name: str = "main"):
+        self.module = module
+        self.backend = backend
+        self.in_tree = in_tree
+        self.in_specs = list(in_specs)
+        self.out_tree = out_tree
+        self.out_avals_flat = list(out_avals)
+        self.name = name
+        self._run = backends.get(backend).compile(module)
+
+    @property
+    def in_avals(self):
+        return pytree.unflatten(self.in_tree, [s.aval for s in self.in_specs])
+
+    @property
+    def out_avals(self):
+        return pytree.unflatten(self.out_tree, self.out_avals_flat)
+
+    def as_text(self) -> str:
+        return str(self.module)
+
+    def validate(self, leaves: Sequence, treedef: pytree.TreeDef) -> list[np.ndarray]:
+        """Check structure, shapes and dtypes; return the leaves as canonical arrays."""
+        problems = pytree.structure_diff(self.in_tree, treedef, "args")
+        if problems:
+            raise TypeError(f"{self.name}: arguments do not match the compiled signature:\n  "
+                            + "\n  ".join(problems))
+        arrays, problems = [], []
+        for spec, leaf in zip(self.in_specs, leaves):
+            array = as_argument_array(leaf, spec.path)
+            problem = _aval_mismatch(spec, array)
+            if problem:
+                problems.append(problem)
+            else:
+                arrays.append(dtypes.canonicalize(array, spec.aval.dtype))
+        if problems:
+            raise TypeError(f"{self.name}: {len(problems)} argument(s) do not match the compiled "
+                            f"signature:\n  " + "\n  ".join(problems))
+        return arrays
+
+    def call_flat(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return list(self._run(list(arrays)))
+
+    def __call__(self, *args):
+        leaves, treedef = pytree.flatten(args)
+        arrays = self.validate(leaves, treedef)
+        return pytree.unflatten(self.out_tree, self.call_flat(arrays))
+
+
+def _aval_mismatch(spec: ArgSpec, array: np.ndarray) -> str | None:
+    expected = spec.aval
+    try:
+        given_dtype = dtypes.from_numpy(array.dtype)
+    except TypeError:
+        return f"{spec.path}: expected {_format_aval(expected)}, given unsupported dtype {array.dtype}"
+    dtype_ok = given_dtype == expected.dtype or (expected.dtype is dtypes.bf16 and given_dtype is dtypes.f32)
+    if not dtype_ok or tuple(array.shape) != expected.dims:
+        return (f"{spec.path}: expected {_format_aval(expected)}, "
+                f"given {given_dtype.name}{list(array.shape)}")
+    return None
