@@ -1,0 +1,205 @@
+"""Interpreter: dot_general and convolution against einsum and a naive loop.
+
+The convolution tests also check the two gradient forms XLA users rely on (as JAX
+builds them): the input gradient is a convolution with lhs_dilation (a transposed
+convolution), the filter gradient of a grouped convolution uses batch_group_count.
+Each must be the adjoint of the forward convolution: <conv(x, w), g> = <x, dx(g)> = <w, dw(g)>.
+"""
+import itertools
+
+import numpy as np
+import pytest
+
+from tessel.backends.interpreter.testing import run_op
+from tessel.compiler import dtypes
+from tessel.compiler.ops import parse_dim_labels, window_output_size
+
+
+def exact(got, want):
+    want = np.asarray(want)
+    assert got.dtype == want.dtype and got.shape == want.shape, (got.dtype, got.shape, want.dtype, want.shape)
+    np.testing.assert_array_equal(got, want)
+
+
+def sample(dtype, shape, seed):
+    dt = dtypes.from_any(dtype)
+    rng = np.random.default_rng(seed)
+    if dt.is_integer:
+        return rng.integers(-100 if dt.kind == "signed" else 0, 100, shape).astype(dt.storage)
+    return dtypes.canonicalize(rng.uniform(-2, 2, shape), dt)
+
+
+# ----------------------------------------------------------------------------- dot_general
+
+DOTS = {  # name -> lhs shape, rhs shape, attrs, einsum spec
+    "matmul": ((2, 3), (3, 4), dict(lhs_contracting_dims=(1,), rhs_contracting_dims=(0,)), "mk,kn->mn"),
+    "vector": ((5,), (5,), dict(lhs_contracting_dims=(0,), rhs_contracting_dims=(0,)), "k,k->"),
+    "outer": ((2,), (3,), dict(lhs_contracting_dims=(), rhs_contracting_dims=()), "m,n->mn"),
+    "batched": ((4, 2, 3), (4, 3, 5), dict(lhs_batching_dims=(0,), rhs_batching_dims=(0,),
+                                           lhs_contracting_dims=(2,), rhs_contracting_dims=(1,)), "bmk,bkn->bmn"),
+    "batch_in_middle": ((2, 4, 3), (3, 4, 5), dict(lhs_batching_dims=(1,), rhs_batching_dims=(1,),
+                                                   lhs_contracting_dims=(2,), rhs_contracting_dims=(0,)),
+                        "mbk,kbn->bmn"),
+    "two_contracting": ((3, 2, 4), (4, 5, 3), dict(lhs_contracting_dims=(0, 2), rhs_contracting_dims=(2, 0)),
+                        "kmj,jnk->mn"),
+    "transposed_rhs": ((2, 3), (4, 3), dict(lhs_contracting_dims=(1,), rhs_contracting_dims=(1,)), "mk,nk->mn"),
+    "empty_contraction": ((2, 0), (0, 3), dict(lhs_contracting_dims=(1,), rhs_contracting_dims=(0,)), "mk,kn->mn"),
+    "empty_free": ((0, 3), (3, 4), dict(lhs_contracting_dims=(1,), rhs_contracting_dims=(0,)), "mk,kn->mn"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DOTS))
+@pytest.mark.parametrize("dtype", ["f16", "bf16", "f32", "f64", "s8", "s32", "u8"])
+def test_dot_general(case, dtype):
+    lshape, rshape, attrs, spec = DOTS[case]
+    x, y = sample(dtype, lshape, 1), sample(dtype, rshape, 2)
+    got = run_op("dot_general", x, y, attrs=attrs, dtype=dtype)
+    dt = dtypes.from_any(dtype)
+    if dt.is_integer:    # wraps: the exact sum reduced modulo 2^bits
+        exact(got, np.einsum(spec, x.astype(np.int64), y.astype(np.int64)).astype(dt.storage))
+    else:
+        want = dtypes.canonicalize(np.einsum(spec, x.astype(np.float64), y.astype(np.float64)), dt)
+        tol = {"f16": 1e-2, "bf16": 3e-2, "f32": 1e-5, "f64": 1e-12}[dtype]
+        np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=tol, atol=tol)
+        assert got.dtype == want.dtype
+
+
+# ----------------------------------------------------------------------------- convolution
+
+def conv_reference(lhs, rhs, dim_labels, window_strides=None, padding=None, lhs_dilation=None,
+                   rhs_dilation=None, feature_group_count=1, batch_group_count=1):
+    """Direct transcription: out[b, o, y] = sum over i, k of x[b', f, s] * w[o, i, k] where
+    position y*stride + k*rhs_dilation - pad_lo, when a multiple of lhs_dilation, is s."""
+    dn = parse_dim_labels(dim_labels)
+    n = len(dn.input_spatial)
+    strides, padding = window_strides or (1,) * n, padding or ((0, 0),) * n
+    lhs_dil, rhs_dil = lhs_dilation or (1,) * n, rhs_dilation or (1,) * n
+    x = np.transpose(lhs, (dn.input_batch, dn.input_feature) + dn.input_spatial).astype(np.float64)
+    w = np.transpose(rhs, (dn.kernel_out, dn.kernel_in) + dn.kernel_spatial).astype(np.float64)
+    B, O, I = x.shape[0], w.shape[0], w.shape[1]
+    S, K = x.shape[2:], w.shape[2:]
+    Y = [window_output_size(S[j], K[j], strides[j], *padding[j], lhs_dil[j], rhs_dil[j]) for j in range(n)]
+    out = np.zeros([B // batch_group_count, O] + Y)
+    for b, o in itertools.product(range(B // batch_group_count), range(O)):
+        f_group = o // (O // feature_group_count)
+        batch = o // (O // batch_group_count) * (B // batch_group_count) + b
+        for y in itertools.product(*map(range, Y)):
+            total = 0.0
+            for i, k in itertools.product(range(I), itertools.product(*map(range, K))):
+                p = [y[j] * strides[j] + k[j] * rhs_dil[j] - padding[j][0] for j in range(n)]
+                if any(pj % lhs_dil[j] or not 0 <= pj // lhs_dil[j] < S[j] for j, pj in enumerate(p)):
+                    continue
+                s = tuple(pj // lhs_dil[j] for j, pj in enumerate(p))
+                total += x[(batch, f_group * I + i) + s] * w[(o, i) + k]
+            out[(b, o) + y] = total
+    return np.transpose(out, np.argsort((dn.output_batch, dn.output_feature) + dn.output_spatial))
+
+
+CONVS = {  # name -> lhs shape, rhs shape, attrs
+    "1d": ((2, 3, 7), (4, 3, 3), dict(dim_labels="bf0_oi0->bf0")),
+    "1d_strided_padded": ((2, 3, 8), (2, 3, 3), dict(dim_labels="bf0_oi0->bf0", window_strides=(3,),
+                                                     padding=((2, 1),))),
+    "2d_nhwc": ((2, 5, 4, 3), (3, 2, 3, 4), dict(dim_labels="b01f_01io->b01f", window_strides=(2, 1),
+                                                 padding=((1, 1), (0, 2)), rhs_dilation=(1, 2))),
+    "2d_lhs_dilation": ((1, 2, 3, 4), (3, 2, 2, 2), dict(dim_labels="bf01_oi01->bf01", lhs_dilation=(2, 3),
+                                                         padding=((1, 1), (1, 0)))),
+    "negative_padding": ((1, 2, 9), (2, 2, 2), dict(dim_labels="bf0_oi0->bf0", padding=((-2, -1),))),
+    "feature_groups": ((2, 6, 5), (4, 3, 2), dict(dim_labels="bf0_oi0->bf0", feature_group_count=2)),
+    "depthwise": ((1, 5, 4, 4), (2, 2, 1, 10), dict(dim_labels="bf01_01io->bf01", feature_group_count=5)),
+    "batch_groups": ((4, 3, 6), (6, 3, 2), dict(dim_labels="bf0_oi0->bf0", batch_group_count=2)),
+    "permuted_output": ((2, 3, 4, 5), (2, 3, 2, 2), dict(dim_labels="fb01_io01->0fb1")),
+    "3d": ((1, 2, 3, 4, 3), (2, 2, 2, 2, 2), dict(dim_labels="bf012_oi012->bf012", window_strides=(1, 2, 1))),
+    "empty_batch": ((0, 3, 5), (2, 3, 2), dict(dim_labels="bf0_oi0->bf0")),
+    "empty_features": ((2, 0, 5), (2, 0, 2), dict(dim_labels="bf0_oi0->bf0")),
+    "window_larger_than_input": ((2, 3, 2), (2, 3, 4), dict(dim_labels="bf0_oi0->bf0")),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CONVS))
+def test_convolution_matches_naive_loop(case):
+    lshape, rshape, attrs = CONVS[case]
+    x, w = sample("f64", lshape, 3), sample("f64", rshape, 4)
+    got = run_op("convolution", x, w, attrs=attrs)
+    want = conv_reference(x, w, **attrs)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", ["s8", "s32", "f32", "bf16"])
+def test_convolution_dtypes(dtype):
+    lshape, rshape, attrs = CONVS["2d_nhwc"]
+    x, w = sample(dtype, lshape, 5), sample(dtype, rshape, 6)
+    got = run_op("convolution", x, w, attrs=attrs, dtype=dtype)
+    dt = dtypes.from_any(dtype)
+    want = conv_reference(x, w, **attrs)
+    if dt.is_integer:
+        exact(got, want.astype(np.int64).astype(dt.storage))       # wraps modulo 2^bits
+    else:
+        np.testing.assert_allclose(got, want, rtol=2e-2 if dtype == "bf16" else 1e-5, atol=0.1 if dtype == "bf16" else 1e-5)
+
+
+def test_convolution_1d_matches_numpy_correlate():
+    x, w = sample("f64", (10,), 7), sample("f64", (3,), 8)
+    got = run_op("convolution", x.reshape(1, 1, 10), w.reshape(1, 1, 3), attrs=dict(dim_labels="bf0_oi0->bf0"))
+    np.testing.assert_allclose(got.reshape(-1), np.correlate(x, w, mode="valid"), rtol=1e-12)
+
+
+# ----------------------------------------------------------------------------- gradient forms
+
+def _dilate(sizes, dilation):
+    return np.array([(s - 1) * d + 1 if s else 0 for s, d in zip(sizes, dilation)])
+
+
+def input_gradient(g, w, in_spatial, strides, padding, rhs_dil):
+    """dx as a transposed convolution: g dilated by the strides, kernel reversed, its
+    in/out features swapped (labels 'io'), padding from the forward window."""
+    n = len(in_spatial)
+    k = _dilate(w.shape[2:], rhs_dil)
+    before = k - np.array([lo for lo, _ in padding]) - 1
+    after = np.array(in_spatial) + k - 1 - _dilate(g.shape[2:], strides) - before
+    labels = "bf{0}_io{0}->bf{0}".format("".join(map(str, range(n))))
+    return run_op("convolution", g, np.flip(w, tuple(range(2, 2 + n))), attrs=dict(
+        dim_labels=labels, padding=tuple(zip(before.tolist(), after.tolist())),
+        lhs_dilation=tuple(strides), rhs_dilation=tuple(rhs_dil)))
+
+
+def filter_gradient(x, g, w_spatial, strides, padding, rhs_dil, groups):
+    """dw as a convolution of x (batch and features swapped) with g as the kernel;
+    a feature-grouped forward convolution becomes a batch-grouped one."""
+    n = len(w_spatial)
+    lo = np.array([p for p, _ in padding])
+    hi = (_dilate(g.shape[2:], strides) - np.array(x.shape[2:])) + (_dilate(w_spatial, rhs_dil) - lo - 1)
+    sp = "".join(map(str, range(n)))
+    return run_op("convolution", x, g, attrs=dict(
+        dim_labels=f"fb{sp}_io{sp}->fb{sp}", padding=tuple(zip(lo.tolist(), hi.tolist())),
+        window_strides=tuple(rhs_dil), rhs_dilation=tuple(strides), batch_group_count=groups))
+
+
+GRADIENT_CASES = [  # x shape (b f s...), w shape (o i k...), strides, padding, rhs dilation, groups
+    ((2, 3, 9), (4, 3, 3), (2,), ((1, 2),), (1,), 1),
+    ((1, 2, 8), (2, 2, 2), (3,), ((0, 0),), (2,), 1),
+    ((2, 2, 6, 5), (3, 2, 3, 2), (2, 1), ((1, 1), (0, 1)), (1, 2), 1),
+    ((2, 4, 7), (6, 2, 3), (2,), ((1, 1),), (1,), 2),
+    ((3, 3, 5, 6), (3, 1, 2, 3), (1, 2), ((0, 1), (2, 0)), (2, 1), 3),   # depthwise
+]
+
+
+@pytest.mark.parametrize("xs,ws,strides,padding,rhs_dil,groups", GRADIENT_CASES)
+def test_gradient_convolutions_are_adjoints(xs, ws, strides, padding, rhs_dil, groups):
+    n = len(strides)
+    sp = "".join(map(str, range(n)))
+    # Integer-valued float64 data: every sum is exact, so the identities hold exactly.
+    rng = np.random.default_rng(9)
+    x = rng.integers(-3, 4, xs).astype(np.float64)
+    w = rng.integers(-3, 4, ws).astype(np.float64)
+    attrs = dict(dim_labels=f"bf{sp}_oi{sp}->bf{sp}", window_strides=strides, padding=padding,
+                 rhs_dilation=rhs_dil, feature_group_count=groups)
+    y = run_op("convolution", x, w, attrs=attrs)
+    g = rng.integers(-3, 4, y.shape).astype(np.float64)
+    dw = filter_gradient(x, g, ws[2:], strides, padding, rhs_dil, groups)
+    assert dw.shape == w.shape
+    assert np.sum(y * g) == np.sum(w * dw)
+    if groups == 1:
+        dx = input_gradient(g, w, xs[2:], strides, padding, rhs_dil)
+        assert dx.shape == x.shape
+        assert np.sum(y * g) == np.sum(x * dx)
