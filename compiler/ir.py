@@ -34,6 +34,9 @@ class Shape:
         object.__setattr__(self, "dims", tuple(int(d) for d in self.dims))
         if self.layout is not None:
             object.__setattr__(self, "layout", tuple(int(d) for d in self.layout))
+            if sorted(self.layout) != list(range(len(self.dims))):
+                raise ValueError(f"layout {list(self.layout)} is not a permutation of the "
+                                 f"{len(self.dims)} dims of {self.dtype.name}{list(self.dims)}")
             if self.layout == tuple(range(len(self.dims) - 1, -1, -1)):
                 object.__setattr__(self, "layout", None)  # row-major is the canonical None
 
@@ -55,9 +58,10 @@ class Shape:
         return self.size * self.dtype.itemsize
 
     def with_dtype(self, dtype) -> "Shape":
-        return Shape(dtype, self.dims)
+        return Shape(dtype, self.dims, self.layout)
 
     def with_dims(self, dims) -> "Shape":
+        """Same dtype, new dims (and the default layout, since the rank may change)."""
         return Shape(self.dtype, dims)
 
     def leaves(self) -> list["Shape"]:
@@ -241,7 +245,7 @@ class Computation:
     def add(self, instr: Instruction) -> Instruction:
         if instr.opcode == "parameter":
             self.parameters.append(instr)
-            self.parameters.sort(key=lambda p: p.attrs["index"])
+            self.parameters.sort(key=lambda p: p.attrs.get("index", -1))  # verifier reports bad ones
         self.instructions.append(instr)
         return instr
 

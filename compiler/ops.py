@@ -254,6 +254,10 @@ def _constant(shapes, attrs, declared):
             f"constant of declared type {declared} holds a value of shape {value.array.shape}")
     require(value.array.dtype == declared.dtype.storage,
             f"constant of declared type {declared} holds {value.array.dtype} values")
+    if declared.dtype is dtypes.bf16:
+        rounded = dtypes.round_to_bf16(value.array)
+        require(np.array_equal(rounded.view(np.uint32), value.array.view(np.uint32)),
+                f"constant of declared type {declared} holds values that are not bf16-representable")
     return declared
 
 
@@ -820,7 +824,8 @@ def _check_attr_value(opname: str, name: str, spec: AttrSpec, value):
                                          for v in value) or bad("a list of integers")
     elif kind == "int_pairs":
         isinstance(value, tuple) and all(isinstance(p, tuple) and len(p) == 2 and
-                                         all(isinstance(v, int) for v in p) for p in value) \
+                                         all(isinstance(v, int) and not isinstance(v, bool) for v in p)
+                                         for p in value) \
             or bad("a list of (low, high) integer pairs")
     elif kind == "bool":
         isinstance(value, bool) or bad("true or false")
