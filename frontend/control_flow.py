@@ -73,6 +73,9 @@ def tuple_parameterize(body: TracedBody, element_shapes: Sequence, positions: Se
     comp.instructions = [state] + reads + rest
     for p, read in zip(old, reads):
         comp.replace_all_uses(p, read)
+    replaced = {id(p): read for p, read in zip(old, reads)}
+    for t in body.outs:                 # outputs may be parameters passed straight through
+        t.instr = replaced.get(id(t.instr), t.instr)
 
     def read_element(position: int) -> Instruction:
         instr = element(position)
@@ -238,7 +241,7 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
     ys_init = [_zeros(ctx, Shape(a.dtype, (n,) + a.dims)) for a in y_avals]
 
     def cond_flat(i, *rest):
-        return core.current_context().emit("compare", [i, lift(n)], {"direction": "LT"})
+        return core.current_context().emit("compare", [i, lift(np_index(n))], {"direction": "LT"})
 
     def body_flat(i, *rest):
         bctx = core.current_context()

@@ -6,7 +6,7 @@ import pytest
 
 import tessel
 import tessel.numpy as tnp
-from tessel.frontend.errors import ConcretizationError, TraceError
+from tessel.frontend.errors import ConcretizationError, TesselError, TraceError
 
 
 def f32(*shape, seed=0):
@@ -117,7 +117,7 @@ def test_shape_error_names_user_line():
     def f(a, b):
         return a @ b            # the line the error must name
 
-    with pytest.raises(TraceError) as info:
+    with pytest.raises(TesselError) as info:
         f(f32(2, 3), f32(4, 5))
     line = test_shape_error_names_user_line.__code__.co_firstlineno + 3
     assert f"test_jit.py:{line}" in str(info.value)
