@@ -29,9 +29,11 @@ Semantics where StableHLO/XLA leave a choice, or where NumPy differs from them:
   scatter skips an update window unless all of it is in bounds, and combines repeated
   indices one after another in row-major order of the updates.
 - dot_general and convolution accumulate in the operand type (f32 in f32; ints wrap).
-- reduce and reduce_window take the elements in an unspecified order when the reducer
-  is a recognized NumPy ufunc (pairwise summation for float sums), left to right
-  otherwise; the init value is combined once (and fills padding and base dilation).
+- reduce and reduce_window combine the elements in NumPy's order when the reducer is a
+  recognized ufunc (pairwise summation for float sums), as a balanced tree of
+  neighbouring pairs otherwise (XLA leaves the order unspecified); the init value is
+  combined once, last (and fills padding and base-dilation holes of reduce_window).
+  f16/bf16 add/multiply always take the tree path, so every partial result is rounded.
 - sort is always stable. For a plain `compare(a, b, LT/GT)` comparator NaNs go last
   (ascending) / first (descending); other comparators are used as given.
 - conditional: pred false -> branch 0, true -> branch 1; an s32 index out of range ->
@@ -46,7 +48,7 @@ Semantics where StableHLO/XLA leave a choice, or where NumPy differs from them:
 from .evaluator import (Context, Frame, InterpreterError, SingleProcessCollectives,
                         check_arguments, evaluate, evaluate_computation, store)
 from .table import IMPL
-from . import compute, control, data, elementwise, gather_scatter, reductions  # fill IMPL
+from . import compute, control, data, elementwise, gather_scatter, reductions  # noqa: F401 (they fill IMPL)
 
 __all__ = ["IMPL", "Context", "Frame", "InterpreterError", "SingleProcessCollectives",
            "check_arguments", "evaluate", "evaluate_computation", "store"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...compiler import dtypes, ops
-from ...compiler.ir import Computation, Instruction, Shape
+from ...compiler.ir import Computation, Instruction
 
 REDUCER_UFUNCS = {
     "add": np.add, "multiply": np.multiply, "maximum": np.maximum, "minimum": np.minimum,
@@ -100,13 +100,24 @@ def apply(frame, comp: Computation, args) -> tuple:
     return tuple(results)
 
 
-def fold(frame, comp: Computation, columns: list[np.ndarray], inits: list[np.ndarray]) -> list[np.ndarray]:
-    """Reduce each row of the (M, K) arrays `columns` with reducer `comp`, starting from
-    `inits` and taking the K elements left to right; all M rows at once."""
+def tree_reduce(frame, comp: Computation, columns: list[np.ndarray], inits: list[np.ndarray]) -> list[np.ndarray]:
+    """Reduce each row of the (M, K) arrays `columns` with reducer `comp`, all M rows at once.
+
+    The K elements are combined pairwise, neighbours first (a balanced tree that keeps
+    left operands left), so K elements take log2(K) vectorized steps; the init value is
+    combined last, as the accumulator. Every partial result is stored in the reducer's
+    type, so f16/bf16 sums round at every step like the IR says.
+    """
+    while columns[0].shape[1] > 1:
+        half = columns[0].shape[1] // 2
+        left = [c[:, 0:2 * half:2] for c in columns]
+        right = [c[:, 1:2 * half:2] for c in columns]
+        pairs = apply(frame, comp, left + right)
+        columns = [np.concatenate([p, c[:, 2 * half:]], axis=1) for p, c in zip(pairs, columns)]
     rows = columns[0].shape[0]
     acc = [np.full(rows, init, dtype=init.dtype) for init in inits]
-    for k in range(columns[0].shape[1]):
-        acc = list(apply(frame, comp, acc + [c[:, k] for c in columns]))
+    if columns[0].shape[1] == 1:
+        acc = list(apply(frame, comp, acc + [c[:, 0] for c in columns]))
     return acc
 
 

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from collections import deque
 
-import numpy as np
-
 from . import philox
 from .evaluator import InterpreterError
 from .table import rule

@@ -115,10 +115,24 @@ def evaluate_computation(comp: Computation, args: Sequence, ctx: Context,
     check_shapes=False runs a scalar body on arrays of any (common) shape, elementwise;
     `bodies.apply` uses it to apply a reducer to many elements at once.
     """
+    with np.errstate(all="ignore"):   # integer wrap-around, inf and NaN are defined results
+        return _run(comp, args, ctx, check_shapes)
+
+
+def _run(comp: Computation, args: Sequence, ctx: Context, check_shapes: bool):
     frame = Frame(ctx, args)
     env: dict[Instruction, Any] = {}
+
+    def read(operand: Instruction, user: Instruction):
+        try:
+            return env[operand]
+        except KeyError:
+            raise InterpreterError(f"{user.name} ({user.opcode}, from {user.loc_text}) uses {operand.name}, "
+                                   f"which computation {comp.name} does not compute before it; "
+                                   f"the module does not verify") from None
+
     for instr in comp.instructions:
-        values = [env[o] for o in instr.operands]
+        values = [read(o, instr) for o in instr.operands]
         try:
             result = IMPL[instr.opcode](frame, instr, *values)
         except Exception as e:
@@ -140,9 +154,7 @@ def evaluate(module: Module, args: Sequence, ctx: Context | None = None):
     if entry is None:
         raise ValueError(f"module {module.name} has no entry computation")
     checked = check_arguments(entry, args)
-    with np.errstate(all="ignore"):   # integer wrap-around, inf and NaN are defined results
-        value = evaluate_computation(entry, checked, ctx or Context())
-    return _fresh(value)
+    return _fresh(evaluate_computation(entry, checked, ctx or Context()))
 
 
 def _fresh(value):

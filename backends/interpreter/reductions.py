@@ -12,7 +12,7 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ...compiler.ops import window_params
-from .bodies import apply, combine_at, compare_of_parameters, fast_ufunc, fold
+from .bodies import apply, combine_at, compare_of_parameters, fast_ufunc, tree_reduce
 from .data import pad
 from .table import rule
 
@@ -37,7 +37,7 @@ def _reduce(frame, instr, *operands):
     # Rows of the reduced elements, one row per result element.
     out_shape = [inputs[0].shape[d] for d in kept]
     rows = [np.transpose(x, kept + list(dims)).reshape(math.prod(out_shape), count) for x in inputs]
-    results = fold(frame, comp, rows, list(inits))
+    results = tree_reduce(frame, comp, rows, list(inits))
     return _single_or_tuple([r.reshape(out_shape) for r in results])
 
 
@@ -74,7 +74,7 @@ def _reduce_window(frame, instr, *operands):
     if ufunc is not None:
         return ufunc(inits[0], ufunc.reduce(views[0], axis=axes, dtype=inputs[0].dtype))
     rows = [v.reshape(math.prod(out_dims), -1) for v in views]
-    results = fold(frame, comp, rows, list(inits))
+    results = tree_reduce(frame, comp, rows, list(inits))
     return _single_or_tuple([r.reshape(out_dims) for r in results])
 
 

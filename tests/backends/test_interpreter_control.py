@@ -142,7 +142,7 @@ def philox_scalar(counter, key):
     return c0, c1, c2, c3
 
 
-def rng(state, shape):
+def generate(state, shape):
     return run_op("rng_bit_generator", np.array(state, np.uint32),
                   shape=TupleShape([Shape("u32", (4,)), Shape("u32", shape)]))
 
@@ -150,7 +150,7 @@ def rng(state, shape):
 @pytest.mark.parametrize("shape", [(2, 3), (4,), (), (0,), (3, 5)])
 def test_rng_bit_generator_uses_consecutive_counters(shape):
     key, counter = (0x12345678, 0x9ABCDEF0), 41
-    new_state, bits = rng(key + (counter, 0), shape)
+    new_state, bits = generate(key + (counter, 0), shape)
     size = int(np.prod(shape))
     blocks = -(-size // 4)
     words = [w for i in range(blocks) for w in philox_scalar((counter + i, 0, 0, 0), key)]
@@ -160,20 +160,20 @@ def test_rng_bit_generator_uses_consecutive_counters(shape):
 
 def test_rng_bit_generator_counter_carries_and_wraps():
     key = (1, 2)
-    state, bits = rng(key + (0xFFFFFFFF, 0), (8,))           # carry into counter_hi
+    state, bits = generate(key + (0xFFFFFFFF, 0), (8,))           # carry into counter_hi
     expect = philox_scalar((0xFFFFFFFF, 0, 0, 0), key) + philox_scalar((0, 1, 0, 0), key)
     exact(bits, np.array(expect, np.uint32))
     exact(state, np.array([1, 2, 1, 1], np.uint32))
-    state, bits = rng(key + (0xFFFFFFFF, 0xFFFFFFFF), (8,))  # 64-bit counter wraps to 0
+    state, bits = generate(key + (0xFFFFFFFF, 0xFFFFFFFF), (8,))  # 64-bit counter wraps to 0
     expect = philox_scalar((0xFFFFFFFF, 0xFFFFFFFF, 0, 0), key) + philox_scalar((0, 0, 0, 0), key)
     exact(bits, np.array(expect, np.uint32))
     exact(state, np.array([1, 2, 1, 0], np.uint32))
 
 
 def test_rng_bit_generator_state_threads_through_calls():
-    s1, a = rng((7, 8, 0, 0), (6,))
-    s2, b = rng(tuple(int(v) for v in s1), (6,))
-    _, both = rng((7, 8, 0, 0), (16,))
+    s1, a = generate((7, 8, 0, 0), (6,))
+    s2, b = generate(tuple(int(v) for v in s1), (6,))
+    _, both = generate((7, 8, 0, 0), (16,))
     exact(a, both[:6])
     exact(b, both[8:14])     # the first call used two whole blocks (8 words)
 
@@ -326,3 +326,19 @@ def test_evaluate_computation_runs_any_computation():
     comp = scalar_computation(m, "subtract", "s32")
     got = interpreter.evaluate_computation(comp, [np.array(5, np.int32), np.array(7, np.int32)], Context())
     exact(got, np.array(-2, np.int32))
+
+
+def test_a_module_that_does_not_verify_gives_a_clear_error():
+    m = one_op_module("negate", [F32_3])
+    stray = one_op_module("abs", [F32_3]).entry.parameters[0]
+    m.entry.root.operands = [stray]                 # an operand from another module
+    with pytest.raises(InterpreterError, match="uses x0, which computation main does not compute before it"):
+        evaluate(m, [np.ones(3, np.float32)])
+
+
+def test_every_op_is_exercised_by_the_interpreter_tests():
+    import pathlib
+    sources = "".join(p.read_text() for p in pathlib.Path(__file__).parent.glob("test_interpreter_*.py"))
+    built_by_builder = {"parameter", "constant"}    # Builder.parameter / Builder.constant
+    missing = [op for op in ops.OPS if f'"{op}"' not in sources and op not in built_by_builder]
+    assert not missing, f"ops without interpreter tests: {missing}"

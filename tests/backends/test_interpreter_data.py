@@ -173,3 +173,14 @@ def test_pad(shape, lo, hi, interior):
 def test_reverse(shape, dims):
     x = arange(shape)
     exact(run_op("reverse", x, attrs={"dimensions": dims}), np.flip(x, dims) if dims else x)
+
+
+@pytest.mark.parametrize("axis", [-1, -2, 0])
+def test_negative_axes_normalized_by_the_caller(axis):
+    # The IR only holds non-negative dims; a frontend turns NumPy's axis=-1 into rank-1.
+    x = arange((2, 3, 4))
+    dim = axis % x.ndim
+    exact(run_op("concatenate", x, x, attrs={"dimension": dim}), np.concatenate([x, x], axis=axis))
+    exact(run_op("reverse", x, attrs={"dimensions": (dim,)}), np.flip(x, axis))
+    perm = (dim,) + tuple(d for d in range(x.ndim) if d != dim)
+    exact(run_op("transpose", x, attrs={"permutation": perm}), np.moveaxis(x, axis, 0))

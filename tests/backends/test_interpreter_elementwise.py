@@ -7,7 +7,7 @@ import pytest
 from tessel.backends.interpreter import evaluate
 from tessel.backends.interpreter.testing import one_op_module, run_op
 from tessel.compiler import dtypes
-from tessel.compiler.ir import Shape
+from tessel.compiler.ir import Builder, Module, Shape
 
 FLOATS = ["f16", "bf16", "f32", "f64"]
 SIGNED = ["s8", "s32", "s64"]
@@ -343,3 +343,35 @@ def test_scalar_python_arguments_take_the_parameter_type():
     module = one_op_module("add", [Shape("f32", ()), Shape("f32", ())])
     got = evaluate(module, [1.5, 2])
     assert got.dtype == np.float32 and got == 3.5
+
+
+# ----------------------------------------------------------------------------- NumPy broadcasting
+
+def broadcast_binary_module(opcode, x_shape, y_shape, dtype):
+    """NumPy broadcasting made explicit, as the frontend does: broadcast_in_dim each
+    operand to the common shape (right-aligned dims), then the elementwise op."""
+    out = np.broadcast_shapes(x_shape, y_shape)
+    m = Module(f"broadcast_{opcode}")
+    b = Builder(m, "main")
+    operands = []
+    for i, shape in enumerate((x_shape, y_shape)):
+        p = b.parameter(Shape(dtype, shape), f"x{i}")
+        # Size-1 dims are squeezed (a reshape) so every remaining dim maps to a result dim.
+        kept = [d for d, n in enumerate(shape) if n != 1 or out[d - len(shape) + len(out)] == 1]
+        squeezed = b.emit("reshape", [p], shape=Shape(dtype, [shape[d] for d in kept]))
+        bdims = tuple(d - len(shape) + len(out) for d in kept)
+        operands.append(b.emit("broadcast_in_dim", [squeezed], {"broadcast_dimensions": bdims},
+                               shape=Shape(dtype, out)))
+    b.build(b.emit(opcode, operands), entry=True)
+    return m
+
+
+@pytest.mark.parametrize("opcode", ["add", "multiply", "maximum", "subtract", "divide"])
+@pytest.mark.parametrize("x_shape,y_shape", [((2, 3), (3,)), ((2, 1), (1, 4)), ((), (2, 2)), ((4, 1, 3), (5, 1)),
+                                             ((0, 3), (3,)), ((2, 1), (2, 0))])
+def test_numpy_broadcasting_through_broadcast_in_dim(opcode, x_shape, y_shape):
+    x, y = sample("f32", x_shape, 20), sample("f32", y_shape, 21, 0.5, 3)
+    got = evaluate(broadcast_binary_module(opcode, x_shape, y_shape, "f32"), [x, y])
+    want = {"add": np.add, "multiply": np.multiply, "maximum": np.maximum, "subtract": np.subtract,
+            "divide": np.divide}[opcode](x, y)
+    close(got, want, "f32")

@@ -5,7 +5,6 @@ reducers / comparators) and the general path that evaluates the nested computati
 (Context(fast_paths=False)).
 """
 import functools
-import itertools
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ import pytest
 from tessel.backends.interpreter import Context, evaluate
 from tessel.backends.interpreter.testing import one_op_module, reducer, run_op, scalar_computation
 from tessel.compiler import dtypes
-from tessel.compiler.ir import Builder, Shape, TupleShape
+from tessel.compiler.ir import Builder, Shape
 
 UFUNC = {"add": np.add, "multiply": np.multiply, "maximum": np.maximum, "minimum": np.minimum,
          "and": np.bitwise_and, "or": np.bitwise_or}
@@ -324,3 +323,26 @@ def test_sort_nan_placement_on_the_fast_path():
     x = np.array([3.0, np.nan, -1.0, 2.0], np.float32)
     got = evaluate(sort_module([Shape("f32", (4,))], 0, comparator(["f32"], "LT")), [x])
     exact(got, np.array([-1.0, 2.0, 3.0, np.nan], np.float32))
+
+
+def test_general_reduce_combines_neighbours_pairwise():
+    # 2^14 ones in f16: a balanced tree of pairs is exact; a left-to-right f16 fold would
+    # stop growing at 2048 (2048 + 1 rounds back to 2048). The tree is also what keeps
+    # this path fast: log2(K) vectorized steps.
+    module = one_op_module("reduce", [Shape("f16", (3, 2 ** 14)), Shape("f16", ())],
+                           {"dimensions": (1,), "to_apply": reducer("add", "f16")})
+    got = evaluate(module, [np.ones((3, 2 ** 14), np.float16), np.zeros((), np.float16)])
+    exact(got, np.full(3, 2 ** 14, np.float16))
+
+
+def test_general_reduce_keeps_left_operands_left():
+    # (acc, x) -> acc * 10 + x is not associative; with neighbours paired left first,
+    # [1, 2, 3, 4] from init 0 is ((1*10+2)*10 + (3*10+4)) combined into 0*10 + that.
+    def digits(module):
+        b = Builder(module, "digits")
+        s = Shape("s64", ())
+        acc, x = b.parameter(s, "acc"), b.parameter(s, "x")
+        return b.build(b.emit("add", [b.emit("multiply", [acc, b.constant(np.int64(10))]), x]))
+    got = run_op("reduce", np.array([1, 2, 3, 4], np.int64), np.array(0, np.int64),
+                 attrs={"dimensions": (0,), "to_apply": digits})
+    exact(got, np.array((1 * 10 + 2) * 10 + (3 * 10 + 4), np.int64))
