@@ -382,3 +382,39 @@ class Builder:
     def build(self, root: Instruction, entry: bool = False) -> Computation:
         self.computation.root = root
         return self.module.add_computation(self.computation, entry=entry)
+
+
+# ----------------------------------------------------------------------------- copying
+
+def clone_module(module: Module, name: str | None = None) -> Module:
+    """A deep copy: new computations and instructions, same names, shapes and attributes.
+
+    Passes mutate modules in place; the frontend keeps the traced module and optimizes
+    a clone, so `Lowered.as_text()` still shows what was traced.
+    """
+    copy = Module(name or module.name)
+    copy._used_names = set(module._used_names)
+    copy._counter = itertools.count(next(module._counter))
+    new_comp: dict[int, Computation] = {}
+    for comp in module.computations:
+        new_comp[id(comp)] = Computation(comp.name)
+
+    def remap(value):
+        if isinstance(value, Computation):
+            return new_comp[id(value)]
+        if isinstance(value, tuple):
+            return tuple(remap(v) for v in value)
+        return value
+
+    for comp in module.computations:
+        target = new_comp[id(comp)]
+        new_instr: dict[int, Instruction] = {}
+        for instr in comp.instructions:
+            attrs = Attrs({k: remap(v) for k, v in instr.attrs.items()})
+            twin = Instruction(instr.name, instr.opcode, [new_instr[id(o)] for o in instr.operands],
+                               instr.shape, attrs, instr.locs)
+            new_instr[id(instr)] = twin
+            target.add(twin)
+        target.root = new_instr.get(id(comp.root)) if comp.root is not None else None
+        copy.add_computation(target, entry=comp is module.entry)
+    return copy
