@@ -113,7 +113,7 @@ def round_to_bf16(x: np.ndarray, mode: str = "nearest") -> np.ndarray:
         out = np.where(np.isnan(a), bits | np.uint32(0x00400000), rounded).astype(np.uint32)
     else:
         raise ValueError(f"bf16 rounding mode must be 'nearest' or 'truncate', got {mode!r}")
-    return out.view(np.float32).reshape(a.shape)
+    return out.view(np.float32).reshape(np.shape(x))   # (ascontiguousarray makes 0-d 1-d)
 
 
 def canonicalize(array: np.ndarray, dtype: DType) -> np.ndarray:

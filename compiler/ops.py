@@ -456,6 +456,7 @@ def _scatter(shapes, attrs, declared):
     window, inserted = attrs["update_window_dims"], attrs["inserted_window_dims"]
     to_operand = attrs["scatter_dims_to_operand_dims"]
     check_dims_valid(window, upd.rank, "scatter update_window_dims")
+    require(list(window) == sorted(window), "scatter update_window_dims must be sorted")
     check_dims_valid(inserted, x.rank, "scatter inserted_window_dims")
     check_dims_valid(to_operand, x.rank, "scatter scatter_dims_to_operand_dims")
     require(len(to_operand) == index_vector_size(idx, ivd),

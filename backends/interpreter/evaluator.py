@@ -70,8 +70,7 @@ def store(value, dtype: DType) -> np.ndarray:
     array = np.asarray(value)
     if dtype is dtypes.bf16 and array.dtype not in _EXACT_IN_FLOAT32:
         array = _float32_round_to_odd(array.astype(np.float64))
-    # TODO: drop the reshape once dtypes.round_to_bf16 keeps 0-d arrays 0-d (it returns (1,)).
-    return dtypes.canonicalize(array, dtype).reshape(array.shape)
+    return dtypes.canonicalize(array, dtype)
 
 
 _EXACT_IN_FLOAT32 = {np.dtype(t) for t in (np.bool_, np.int8, np.uint8, np.int16, np.uint16,
