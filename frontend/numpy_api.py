@@ -74,6 +74,10 @@ class TracedOverflowError(errors.TraceError, OverflowError):
     """A Python integer does not fit the dtype it must take (NEP 50)."""
 
 
+class TracedZeroDivisionError(errors.TraceError, ZeroDivisionError):
+    """A static argument divides by zero (arange with step 0)."""
+
+
 def _value_error(message: str) -> errors.TesselError:
     return errors.trace_error(message, cls=TracedValueError)
 
@@ -371,13 +375,19 @@ def _shape_text(dims) -> str:
 
 def broadcast_shapes(*shapes) -> tuple[int, ...]:
     """NumPy's broadcast of shapes; the error names all of them, like NumPy's."""
+    return _broadcast_dims(shapes)
+
+
+def _broadcast_dims(shapes, name: str | None = None) -> tuple[int, ...]:
+    """broadcast_shapes, with the error naming the function `name` that broadcasts."""
     shapes = [_dims(s) for s in shapes]
     ndim = builtins.max((len(s) for s in shapes), default=0)
     result = []
     for i in range(-ndim, 0):
         sizes = {s[i] for s in shapes if len(s) >= -i} - {1}
         if len(sizes) > 1:
-            raise _value_error("operands could not be broadcast together with shapes "
+            raise _value_error((f"{name}: " if name else "")
+                               + "operands could not be broadcast together with shapes "
                                + " ".join(_shape_text(s) for s in shapes))
         result.append(sizes.pop() if sizes else 1)
     return tuple(result)
@@ -396,15 +406,16 @@ def _broadcast_to_shape(t: Tracer, dims: Sequence[int]) -> Tracer:
                  Shape(t.tdtype, dims))
 
 
-def _broadcast_all(ts: Sequence[Tracer]) -> list[Tracer]:
-    dims = broadcast_shapes(*(t.shape for t in ts))
+def _broadcast_all(name: str, ts: Sequence[Tracer]) -> list[Tracer]:
+    dims = _broadcast_dims([t.shape for t in ts], name)
     return [_broadcast_to_shape(t, dims) for t in ts]
 
 
-def _operands(args, dts: Sequence[DType]) -> list[Tracer]:
-    """Arguments as tracers of the given dtypes, broadcast to their common shape."""
-    broadcast_shapes(*(core.aval_of(a).dims for a in args))   # fail before emitting anything
-    return _broadcast_all([_tracer(a, d) for a, d in zip(args, dts)])
+def _operands(name: str, args, dts: Sequence[DType]) -> list[Tracer]:
+    """Arguments of function `name` as tracers of the given dtypes, broadcast to their
+    common shape."""
+    _broadcast_dims([core.aval_of(a).dims for a in args], name)   # fail before emitting
+    return _broadcast_all(name, [_tracer(a, d) for a, d in zip(args, dts)])
 
 
 def _restore_dims(t: Tracer, in_shape: Sequence[int], axes: Sequence[int]) -> Tracer:
@@ -427,7 +438,7 @@ def _binary(name: str, opcode: str, bool_opcode: str | None = None):
     def fn(x1, x2, /, out=None, *, dtype=None):
         _check_out(out, name)
         in_dts, out_dt = _resolve(ufunc, (x1, x2), dtype)
-        a, b = _operands((x1, x2), in_dts)
+        a, b = _operands(name, (x1, x2), in_dts)
         opcode_used = bool_opcode if in_dts[0].is_pred and bool_opcode else opcode
         return _convert(_op(opcode_used, a, b), out_dt)
     return _finish(fn, name, f"NumPy's `{name}`, elementwise with broadcasting (IR `{opcode}`).")
@@ -440,7 +451,7 @@ def _comparison(name: str, direction: str):
         _check_out(out, name)
         in_dts, _ = _resolve(ufunc, (x1, x2))
         in_dts = [_fit_weak_ints(in_dts[0], (x1, x2))] * 2
-        a, b = _operands((x1, x2), in_dts)
+        a, b = _operands(name, (x1, x2), in_dts)
         return _cmp(a, b, direction)
     return _finish(fn, name, f"NumPy's `{name}`: compare({direction}) with broadcasting, bool result.")
 
@@ -460,7 +471,7 @@ def _fit_weak_ints(dt: DType, args) -> DType:
 def _logical(name: str, opcode: str):
     def fn(x1, x2, /, out=None):
         _check_out(out, name)
-        a, b = _operands((x1, x2), (dtypes.pred, dtypes.pred))
+        a, b = _operands(name, (x1, x2), (dtypes.pred, dtypes.pred))
         return _op(opcode, a, b)
     return _finish(fn, name, f"NumPy's `{name}`: truth values combined with `{opcode}`.")
 
@@ -739,7 +750,7 @@ def _float_divmod(a: Tracer, b: Tracer) -> tuple[Tracer, Tracer]:
 
 def _divmod_tracers(ufunc, x1, x2) -> tuple[Tracer, Tracer]:
     in_dts, out_dt = _resolve(ufunc, (x1, x2))
-    a, b = _operands((x1, x2), in_dts)
+    a, b = _operands(ufunc.__name__, (x1, x2), in_dts)
     dt = a.tdtype   # never pred: NumPy's loops for bools are int8
     if not dt.is_float:
         q, r = _int_divmod(a, b)
@@ -776,7 +787,7 @@ def fmod(x1, x2, /, out=None):
     """C's fmod: the result has the dividend's sign (x % 0 is 0 for integers, like NumPy)."""
     _check_out(out, "fmod")
     in_dts, out_dt = _resolve(np.fmod, (x1, x2))
-    a, b = _operands((x1, x2), in_dts)
+    a, b = _operands("fmod", (x1, x2), in_dts)
     if a.tdtype.is_float:
         return _op("remainder", a, b)
     b_zero = _cmp(b, _full_like_t(b, 0), "EQ")
@@ -790,7 +801,7 @@ def where(condition, x=None, y=None, /):
         raise _unsupported("where(condition) with one argument has a data-dependent shape; "
                            "tessel supports where(condition, x, y)")
     dt = _promote(x, y)
-    c, a, b = _operands((condition, x, y), (dtypes.pred, dt, dt))
+    c, a, b = _operands("where", (condition, x, y), (dtypes.pred, dt, dt))
     return _select(c, a, b)
 
 
@@ -802,7 +813,7 @@ def clip(a, a_min=None, a_max=None, out=None, *, min=None, max=None):
     hi = a_max if a_max is not None else max
     bounds = [v for v in (lo, hi) if v is not None]
     dt = _promote(a, *bounds)
-    x, *ts = _operands((a, *bounds), [dt] * (1 + len(bounds)))
+    x, *ts = _operands("clip", (a, *bounds), [dt] * (1 + len(bounds)))
     if lo is not None and hi is not None:
         return _emit("clamp", [ts[0], x, ts[1]])
     if lo is not None:
@@ -825,11 +836,55 @@ def fmin(x1, x2, /, out=None):
 
 def _nan_ignoring(ufunc, opcode, x1, x2) -> Tracer:
     in_dts, _ = _resolve(ufunc, (x1, x2))
-    a, b = _operands((x1, x2), in_dts)
+    a, b = _operands(ufunc.__name__, (x1, x2), in_dts)
     result = _op(opcode, a, b)
     if a.tdtype.is_float:
         result = _select(_cmp(a, a, "NE"), b, _select(_cmp(b, b, "NE"), a, result))
     return result
+
+
+@traceable
+def logaddexp(x1, x2, /, out=None):
+    """log(exp(x1) + exp(x2)) without overflow: max + log1p(exp(-|x1 - x2|))."""
+    _check_out(out, "logaddexp")
+    in_dts, out_dt = _resolve(np.logaddexp, (x1, x2))
+    a, b = _operands("logaddexp", (x1, x2), in_dts)
+    if a.tdtype.bits == 16:   # NumPy computes half precision in float32
+        a, b = _convert(a, dtypes.f32), _convert(b, dtypes.f32)
+    gap = _op("negate", _op("abs", _op("subtract", a, b)))
+    result = _op("add", _op("maximum", a, b), _op("log1p", _op("exp", gap)))
+    same = _op("add", a, _full_like_t(a, math.log(2.0)))   # also equal infinities
+    return _convert(_select(_cmp(a, b, "EQ"), same, result), out_dt)
+
+
+@traceable
+def isclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """NumPy's isclose: |a - b| <= atol + rtol * |b| for finite b, else a == b."""
+    if not core.is_weak_scalar(b):
+        b = astype(b, _promote(b, 1.0))
+    close = less_equal(absolute(subtract(a, b)), add(atol, multiply(rtol, absolute(b))))
+    result = logical_or(logical_and(close, isfinite(b)), equal(a, b))
+    if equal_nan:
+        result = logical_or(result, logical_and(isnan(a), isnan(b)))
+    return result
+
+
+@traceable
+def allclose(a, b, rtol=1e-05, atol=1e-08, equal_nan=False):
+    """all(isclose(...)) as a 0-d bool array (a Python bool needs a concrete value)."""
+    return all(isclose(a, b, rtol, atol, equal_nan))
+
+
+@traceable
+def nan_to_num(x, copy=True, nan=0.0, posinf=None, neginf=None):
+    t = _tracer(x)
+    if not t.tdtype.is_float:
+        return t
+    info = finfo(t.tdtype)
+    t = _select(_cmp(t, t, "NE"), _full_like_t(t, nan), t)
+    t = _select(_cmp(t, _full_like_t(t, np.inf), "EQ"), _full_like_t(t, info.max if posinf is None else posinf), t)
+    return _select(_cmp(t, _full_like_t(t, -np.inf), "EQ"),
+                   _full_like_t(t, info.min if neginf is None else neginf), t)
 
 
 # ----------------------------------------------------------------------------- reductions
@@ -1005,18 +1060,24 @@ def all(a, axis=None, out=None, keepdims=False, *, where=None):
     return _reduce(x, "and", True, _axes(axis, x.ndim), keepdims)
 
 
-# Reducer computations of argmax/argmin, per module: {module: {(direction, dtype): comp}}.
-_ARG_REDUCERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+# Scalar computations this module builds (argmax reducers, sort comparators), per
+# module, so each is built once: {module: {key: computation}}.
+_COMPUTATIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _cached_computation(key, build):
+    module = _ctx().module
+    cache = _COMPUTATIONS.setdefault(module, {})
+    if key not in cache:
+        cache[key] = build(module)
+    return cache[key]
 
 
 def _arg_reducer(direction: str, dt: DType):
     """(value, index) pairs -> the better one: larger (GT) or smaller (LT) value, NaN
     beating every number, the smaller index on ties. A total order, so the reduction
     may combine in any order and still returns NumPy's first occurrence."""
-    module = _ctx().module
-    cache = _ARG_REDUCERS.setdefault(module, {})
-    key = (direction, dt.name)
-    if key not in cache:
+    def build(module):
         b = Builder(module, f"{'argmax' if direction == 'GT' else 'argmin'}.{dt.name}")
         acc_v, acc_i = b.parameter(Shape(dt, ()), "acc_v"), b.parameter(Shape(dtypes.s64, ()), "acc_i")
         v, i = b.parameter(Shape(dt, ()), "v"), b.parameter(Shape(dtypes.s64, ()), "i")
@@ -1031,8 +1092,8 @@ def _arg_reducer(direction: str, dt: DType):
             tie = b.emit("or", [tie, b.emit("and", [v_nan, acc_nan])])
         take = b.emit("or", [better, b.emit("and", [tie, cmp(i, acc_i, "LT")])])
         root = b.emit("tuple", [b.emit("select", [take, v, acc_v]), b.emit("select", [take, i, acc_i])])
-        cache[key] = b.build(root)
-    return cache[key]
+        return b.build(root)
+    return _cached_computation(("arg", direction, dt.name), build)
 
 
 def _arg_extreme(name: str, direction: str, a, axis, keepdims) -> Tracer:
@@ -1091,6 +1152,50 @@ def cumsum(a, axis=None, dtype=None, out=None):
 def cumprod(a, axis=None, dtype=None, out=None):
     _check_out(out, "cumprod")
     return _cumulative("multiply", 1, a, axis, dtype)
+
+
+# ----------------------------------------------------------------------------- sorting
+
+def _less_than(dt: DType, with_index: bool):
+    """Sort comparator on (lhs, rhs[, lhs index, rhs index]): lhs < rhs, NaNs after every
+    number (NumPy's order), so the order is defined on every backend."""
+    def build(module):
+        b = Builder(module, f"less.{dt.name}")
+        lhs, rhs = b.parameter(Shape(dt, ()), "lhs"), b.parameter(Shape(dt, ()), "rhs")
+        if with_index:
+            b.parameter(Shape(dtypes.s64, ()), "lhs_index")
+            b.parameter(Shape(dtypes.s64, ()), "rhs_index")
+        less = b.emit("compare", [lhs, rhs], {"direction": "LT"})
+        if dt.is_float:
+            rhs_nan = b.emit("compare", [rhs, rhs], {"direction": "NE"})
+            lhs_number = b.emit("compare", [lhs, lhs], {"direction": "EQ"})
+            less = b.emit("or", [less, b.emit("and", [rhs_nan, lhs_number])])
+        return b.build(less)
+    return _cached_computation(("less", dt.name, with_index), build)
+
+
+def _sort_axis(a, axis) -> tuple[Tracer, int]:
+    x = _tracer(a)
+    if axis is None:
+        return _reshape(x, (x.size,)), 0
+    return x, _axis(axis, x.ndim)
+
+
+@traceable
+def sort(a, axis=-1, kind=None, order=None, *, stable=None):
+    """Sorted along `axis` (None: flattened), NaNs last; the sort is stable."""
+    x, ax = _sort_axis(a, axis)
+    return _emit("sort", [x], {"dimension": ax, "is_stable": True,
+                               "comparator": _less_than(x.tdtype, False)})
+
+
+@traceable
+def argsort(a, axis=-1, kind=None, order=None, *, stable=None):
+    """Indices that sort `a` along `axis` (a stable sort: ties keep their order)."""
+    x, ax = _sort_axis(a, axis)
+    attrs = {"dimension": ax, "is_stable": True, "comparator": _less_than(x.tdtype, True)}
+    _, indices = _ctx().emit_multi("sort", [x, _iota(dtypes.s64, x.shape, ax)], attrs)
+    return indices
 
 
 # ----------------------------------------------------------------------------- linear algebra
@@ -1362,19 +1467,7 @@ def einsum(subscripts, *operands, dtype=None, optimize=None, out=None, casting=N
     ts = [_tracer(o, work_dt) for o in operands]
     terms, output = _parse_einsum(subscripts, [t.ndim for t in ts])
     sizes = _einsum_sizes(ts, terms)
-    prepared = []
-    for t, labels in zip(ts, terms):
-        labels = list(labels)
-        for label in dict.fromkeys(labels):
-            while labels.count(label) > 1:
-                p = labels.index(label)
-                q = labels.index(label, p + 1)
-                if t.shape[p] != t.shape[q]:
-                    raise _value_error(f"einsum: index {label!r} repeats in one operand with "
-                                       f"different sizes {t.shape[p]} and {t.shape[q]}")
-                t = _take_diagonal(t, p, q)
-                del labels[q]
-        prepared.append((_broadcast_to_shape(t, [sizes[l] for l in labels]), labels))
+    prepared = [_einsum_operand(t, labels, sizes) for t, labels in zip(ts, terms)]
     result, labels = prepared[0]
     for k, (t, t_labels) in enumerate(prepared[1:], 1):
         later = {l for _, ls in prepared[k + 1:] for l in ls} | set(output)
@@ -1384,6 +1477,22 @@ def einsum(subscripts, *operands, dtype=None, optimize=None, out=None, casting=N
     result, labels = _sum_out(result, labels, set(output))
     result = _transpose(result, [labels.index(l) for l in output])
     return _convert(result, dt)
+
+
+def _einsum_operand(t: Tracer, labels: list[str], sizes: dict[str, int]) -> tuple[Tracer, list[str]]:
+    """One operand with its diagonals taken (a label repeated within it) and its size-1
+    dims broadcast to the sizes other operands give those labels."""
+    labels = list(labels)
+    for label in dict.fromkeys(labels):
+        while labels.count(label) > 1:
+            p = labels.index(label)
+            q = labels.index(label, p + 1)
+            if t.shape[p] != t.shape[q]:
+                raise _value_error(f"einsum: index {label!r} repeats in one operand with "
+                                   f"different sizes {t.shape[p]} and {t.shape[q]}")
+            t = _take_diagonal(t, p, q)
+            del labels[q]
+    return _broadcast_to_shape(t, [sizes[l] for l in labels]), labels
 
 
 # ----------------------------------------------------------------------------- shape manipulation
@@ -1512,7 +1621,7 @@ def broadcast_to(array, shape):
 
 @traceable
 def broadcast_arrays(*args):
-    return tuple(_broadcast_all([_tracer(a) for a in args]))
+    return tuple(_broadcast_all("broadcast_arrays", [_tracer(a) for a in args]))
 
 
 def _at_least(arys, ndim: int, place):
@@ -1993,7 +2102,7 @@ def arange(start, stop=None, step=None, dtype=None, *, like=None):
         start, stop = 0, start
     step = 1 if step is None else step
     if step == 0:
-        raise _value_error("Maximum allowed size exceeded")
+        raise errors.trace_error("arange: step must not be zero", cls=TracedZeroDivisionError)
     if dtype is not None:
         dt = _as_dtype(dtype)
     else:   # NumPy's arange answers f64 or s64, whatever the scalars' own types
@@ -2021,7 +2130,7 @@ def linspace(start, stop, num=50, endpoint=True, retstep=False, dtype=None, axis
     result_dt = _promote(start, stop, float(num))
     compute = dtypes.f32 if result_dt.bits == 16 else result_dt
     lo, hi = _tracer(start, compute), _tracer(stop, compute)
-    lo, hi = _broadcast_all([lo, hi])
+    lo, hi = _broadcast_all("linspace", [lo, hi])
     delta = _op("subtract", hi, lo)
     index = _reshape(_iota(compute, (num,), 0), (num,) + (1,) * delta.ndim)
     dims = (num,) + delta.shape
@@ -2048,13 +2157,15 @@ def meshgrid(*xi, copy=True, sparse=False, indexing="xy"):
     if indexing not in ("xy", "ij"):
         raise _value_error("Valid values for `indexing` are 'xy' and 'ij'.")
     ts = [_reshape(t, (t.size,)) for t in (_tracer(x) for x in xi)]
-    dims = [t.size for t in ts]
+    axes = list(range(len(ts)))   # the output axis each input runs along
     if indexing == "xy" and len(ts) > 1:
-        dims[0], dims[1] = dims[1], dims[0]
+        axes[0], axes[1] = 1, 0
+    dims = [0] * len(ts)
+    for t, axis in zip(ts, axes):
+        dims[axis] = t.size
     out = []
-    for i, t in enumerate(ts):
-        axis = {0: 1, 1: 0}.get(i, i) if indexing == "xy" and len(ts) > 1 else i
-        target = dims if not sparse else [n if d == axis else 1 for d, n in enumerate(dims)]
+    for t, axis in zip(ts, axes):
+        target = [n if d == axis or not sparse else 1 for d, n in enumerate(dims)]
         out.append(_emit("broadcast_in_dim", [t], {"broadcast_dimensions": (axis,)},
                          Shape(t.tdtype, target)))
     return tuple(out)

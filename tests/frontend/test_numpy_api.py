@@ -369,7 +369,7 @@ def test_broadcast_error_names_user_line_eagerly():
     with pytest.raises(ValueError) as info:
         tnp.add(np.ones(3), np.ones(4))
     text = str(info.value)
-    assert "operands could not be broadcast together with shapes (3,) (4,)" in text
+    assert "add: operands could not be broadcast together with shapes (3,) (4,)" in text
     assert f"{THIS_FILE}:{line}" in text
     assert isinstance(info.value, errors.TesselError)
 
@@ -378,7 +378,7 @@ def test_broadcast_error_names_user_line_traced():
     line = error_line()
     with pytest.raises(ValueError) as info:
         traced(lambda a, b: a * b, np.ones((2, 3)), np.ones((2, 4)))
-    assert "operands could not be broadcast together with shapes (2,3) (2,4)" in str(info.value)
+    assert "multiply: operands could not be broadcast together with shapes (2,3) (2,4)" in str(info.value)
     assert f"{THIS_FILE}:{line}" in str(info.value)
 
 
@@ -508,3 +508,26 @@ def test_methods_on_tracers():
                lambda a: a.round(), lambda a: a.astype("float64"), lambda a: a.astype(np.int32)]
     for m in methods:
         check(m, m, x, rtol=1e-5)
+
+
+def test_logaddexp_isclose_nan_to_num():
+    x = np.array([1.0, np.inf, -np.inf, 2.0, np.nan, 700.0, -3.0])
+    y = np.array([1.0, np.inf, -np.inf, -1000.0, 1.0, 700.0, np.inf])
+    check_np("logaddexp", x, y)
+    check_np("logaddexp", x.astype(np.float32), y.astype(np.float32))
+    check_np("logaddexp", data((2, 3), np.int32), 1.5)
+    check_np("isclose", x, y)
+    check_np("isclose", x, x, equal_nan=True)
+    check_np("isclose", data((3,), np.float32), 1)
+    check_np("isclose", np.array([1, 2], np.int32), np.array([1, 3], np.int32), atol=1)
+    assert bool(tnp.allclose(np.ones(3), np.ones(3) + 1e-9))
+    assert not bool(tnp.allclose(np.ones(3), np.ones(3) + 1e-3))
+    check_np("nan_to_num", x)
+    check_np("nan_to_num", x.astype(np.float32), nan=-1.0, posinf=9.0)
+    check_np("nan_to_num", data((3,), np.int32))
+
+
+def test_reductions_of_half_precision():
+    x = data((3, 8), np.float16, low=0, high=2)
+    for name in ("sum", "mean", "max", "min", "var", "std", "prod"):
+        check_np(name, x, axis=1, rtol=1e-2)

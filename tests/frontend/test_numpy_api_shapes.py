@@ -471,3 +471,23 @@ def test_every_tracer_method_exists():
              "flatten", "repeat", "take", "getitem"]
     missing = [n for n in names if not callable(getattr(tnp, n, None))]
     assert not missing
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32", "int32", "uint8", "bool"])
+def test_sort_argsort(dtype):
+    x = data((3, 7), dtype)
+    if dtype.startswith("float"):
+        x[0, 2], x[1, :3], x[2, 4] = np.nan, [np.inf, np.nan, -np.inf], -0.0
+    for axis in (-1, 0, None):
+        check_np("sort", x, axis=axis)
+        check(lambda a: tnp.argsort(a, axis=axis), lambda a: np.argsort(a, axis=axis, kind="stable"), x)
+    with pytest.raises(np.exceptions.AxisError):
+        tnp.sort(np.array(1.0))
+
+
+def test_getitem_and_take_reach_indexing():
+    x = data((4, 5))
+    check(lambda a: a[1:3, ::2], lambda a: a[1:3, ::2], x)
+    check(lambda a: tnp.getitem(a, (Ellipsis, 0)), lambda a: a[..., 0], x)
+    check(lambda a: tnp.take(a, [0, 3], axis=1), lambda a: np.take(a, [0, 3], axis=1), x)
+    check(lambda a: a.take([2, 1]), lambda a: a.take([2, 1]), x)
