@@ -132,8 +132,6 @@ def _tracer(x, dtype: DType | None = None) -> Tracer:
         return core.lift(x)
     if core.is_weak_scalar(x):
         _check_weak_fits(x, dtype)
-    if dtype is dtypes.bf16 and np.ndim(x) == 0:
-        return _scalar(x, dtype)
     return core.lift(x, dtype)
 
 
@@ -146,10 +144,6 @@ def _check_weak_fits(x, dt: DType) -> None:
 
 
 def _scalar(value, dt: DType) -> Tracer:
-    if dt is dtypes.bf16:
-        # Workaround: dtypes.round_to_bf16 turns 0-d arrays into 1-d ones, so a bf16
-        # scalar constant would come out bf16[1]. Make it f32 and convert instead.
-        return _convert(_ctx().constant(np.asarray(value, dtype=np.float32), dtypes.f32), dt)
     return _ctx().constant(np.asarray(value, dtype=dt.storage), dt)
 
 
