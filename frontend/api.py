@@ -168,7 +168,7 @@ def trace_to_module(fun: Callable, binder: ArgumentBinder, binding: Binding,
     """Trace `fun` with a parameter per dynamic leaf; return (module, out_tree, out_avals)."""
     module = Module(_param_name(getattr(fun, "__name__", "main")) or "main")
     with core.TraceContext(module, "main") as ctx:
-        params = [ctx.parameter(spec.aval, _param_name(spec.path)) for spec in specs]
+        params = [ctx.parameter(spec.aval, _param_name(spec.path), weak=spec.weak) for spec in specs]
         args, kwargs = binder.rebuild(binding, pytree.unflatten(treedef, params))
         out = fun(*args, **kwargs)
         out_leaves, out_tree = pytree.flatten(out)
@@ -272,7 +272,8 @@ class Jitted:
 
     def _lower(self, binding, leaves, treedef) -> Lowered:
         paths = leaf_paths(binding, treedef)
-        specs = [ArgSpec(p, leaf_aval(leaf, p)) for p, leaf in zip(paths, leaves)]
+        specs = [ArgSpec(p, leaf_aval(leaf, p), weak=core.is_weak_scalar(leaf))
+                 for p, leaf in zip(paths, leaves)]
         module, out_tree, out_avals = trace_to_module(self.fun, self.binder, binding, treedef, specs)
         with self._lock:
             self.trace_count += 1

@@ -61,10 +61,10 @@ class TraceContext:
         assert popped is self, "trace contexts must nest"
 
     # -- values
-    def parameter(self, shape, name: str = "p") -> "Tracer":
+    def parameter(self, shape, name: str = "p", weak: bool = False) -> "Tracer":
         loc = errors.user_location()
         self.builder.loc = (loc,) if loc else ()
-        return Tracer(self, self.builder.parameter(shape, name))
+        return Tracer(self, self.builder.parameter(shape, name), weak)
 
     def constant(self, value, dtype: DType | None = None) -> "Tracer":
         self._set_loc()
@@ -136,11 +136,14 @@ class Tracer:
     """An abstract array (shape + dtype) standing for a value computed by the program."""
 
     __array_priority__ = 1000
-    __slots__ = ("ctx", "instr")
+    __slots__ = ("ctx", "instr", "weak")
 
-    def __init__(self, ctx: TraceContext, instr: Instruction):
+    def __init__(self, ctx: TraceContext, instr: Instruction, weak: bool = False):
         self.ctx = ctx
         self.instr = instr
+        # A weak tracer stands for a Python scalar (a jit argument given as 2.0, or
+        # Python arithmetic on such): under NEP 50 it takes the other operand's dtype.
+        self.weak = weak
 
     # -- abstract value
     @property
@@ -251,7 +254,7 @@ def _method(name):
 _OPERATORS = {  # dunder -> tessel.numpy function
     "add": "add", "sub": "subtract", "mul": "multiply", "truediv": "true_divide",
     "floordiv": "floor_divide", "mod": "remainder", "pow": "power", "matmul": "matmul",
-    "and": "bitwise_and", "or": "bitwise_or", "xor": "bitwise_xor",
+    "and": "bitwise_and", "or": "bitwise_or", "xor": "bitwise_xor", "divmod": "divmod",
 }
 for _dunder, _fn in _OPERATORS.items():
     setattr(Tracer, f"__{_dunder}__", _binary(_fn))
@@ -263,9 +266,11 @@ for _dunder, _fn in {"neg": "negative", "pos": "positive", "abs": "abs", "invert
     setattr(Tracer, f"__{_dunder}__", _unary(_fn))
 for _name in ("reshape", "transpose", "sum", "mean", "max", "min", "prod", "var", "std",
               "argmax", "argmin", "any", "all", "astype", "squeeze", "ravel", "swapaxes",
-              "cumsum", "clip", "dot", "round", "flatten", "repeat", "take"):
+              "cumsum", "cumprod", "clip", "dot", "round", "flatten", "repeat", "take",
+              "sort", "argsort", "diagonal", "trace"):
     setattr(Tracer, _name, _method(_name))
 Tracer.__getitem__ = lambda self, index: _tnp().getitem(self, index)
+Tracer.__round__ = lambda self, ndigits=None: _tnp().round(self, ndigits or 0)
 Tracer.T = property(lambda self: _tnp().transpose(self))
 Tracer.mT = property(lambda self: _tnp().swapaxes(self, -1, -2))
 Tracer.real = property(lambda self: self)
@@ -278,8 +283,23 @@ def is_tracer(x) -> bool:
 
 
 def is_weak_scalar(x) -> bool:
-    """Python scalars are 'weak' under NEP 50: they take the other operand's dtype."""
+    """Python scalars are 'weak' under NEP 50: they take the other operand's dtype.
+
+    A weak tracer (a Python scalar passed to a jitted function) is weak too.
+    """
+    if isinstance(x, Tracer):
+        return x.weak
     return isinstance(x, (bool, int, float)) and not isinstance(x, np.generic)
+
+
+_WEAK_PROXIES = {"pred": False, "signed": 0, "unsigned": 0, "float": 0.0}
+
+
+def weak_proxy(x):
+    """A Python scalar standing in for a weak value in NumPy's type resolution."""
+    if isinstance(x, Tracer):
+        return _WEAK_PROXIES[x.aval.dtype.kind]
+    return x
 
 
 def lift(x, dtype=None) -> Tracer:
@@ -288,6 +308,8 @@ def lift(x, dtype=None) -> Tracer:
     if isinstance(x, Tracer):
         t = ctx.own(x)
         return t if dtype is None else _tnp().astype(t, dtype)
+    if isinstance(x, (list, tuple)) and _contains_tracer(x):
+        return _tnp().asarray(x, dtype=dtype)       # stacks the pieces, like np.asarray
     try:
         array = np.asarray(x) if dtype is None else np.asarray(x, dtype=dtypes.from_any(dtype).storage)
     except (TypeError, ValueError) as e:
@@ -296,6 +318,11 @@ def lift(x, dtype=None) -> Tracer:
         raise trace_error(f"cannot use {type(x).__name__} value as an array (it has no numeric dtype)")
     dt = dtypes.from_any(dtype) if dtype is not None else _dtype_of_numpy(array)
     return ctx.constant(array, dt)
+
+
+def _contains_tracer(seq) -> bool:
+    return any(isinstance(v, Tracer) or isinstance(v, (list, tuple)) and _contains_tracer(v)
+               for v in seq)
 
 
 def _dtype_of_numpy(array: np.ndarray) -> DType:

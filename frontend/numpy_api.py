@@ -22,6 +22,7 @@ used: int16 -> s32 (e.g. `uint8 + int8`), and sums/products of unsigned integers
 from __future__ import annotations
 
 import builtins
+import functools
 import math
 import operator
 import types
@@ -204,6 +205,7 @@ def _concat(ts: Sequence[Tracer], axis: int) -> Tracer:
 
 def _weak_kind(x):
     """How NumPy's type resolution sees a weak Python scalar: its type (bool is just bool)."""
+    x = core.weak_proxy(x)
     return np.dtype(np.bool_) if isinstance(x, bool) else type(x)
 
 
@@ -237,7 +239,7 @@ def _promote_dtypes(strong: Sequence[DType], weak: Sequence = ()) -> DType:
 def _promote(*args) -> DType:
     """The common dtype of values (tracers, arrays, Python scalars) under NEP 50."""
     strong = [_dtype_of(a) for a in args if not core.is_weak_scalar(a)]
-    weak = [a for a in args if core.is_weak_scalar(a)]
+    weak = [core.weak_proxy(a) for a in args if core.is_weak_scalar(a)]
     return _promote_dtypes(strong, weak)
 
 
@@ -276,7 +278,7 @@ def result_type(*arrays_and_dtypes):
     strong, weak = [], []
     for x in arrays_and_dtypes:
         if core.is_weak_scalar(x):
-            weak.append(x)
+            weak.append(core.weak_proxy(x))
         elif _is_dtype_like(x):
             strong.append(_as_dtype(x))
         else:
@@ -422,7 +424,20 @@ def _restore_dims(t: Tracer, in_shape: Sequence[int], axes: Sequence[int]) -> Tr
 def _finish(fn, name: str, doc: str):
     fn.__name__ = fn.__qualname__ = name
     fn.__doc__ = doc
-    return traceable(fn)
+    return traceable(_keeps_weakness(fn))
+
+
+def _keeps_weakness(fn):
+    """Arithmetic on weak values only (Python scalars passed to jit) stays weak, as
+    Python arithmetic on Python scalars does in eager NumPy code."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        result = fn(*args, **kwargs)
+        if (isinstance(result, Tracer) and builtins.any(isinstance(a, Tracer) for a in args)
+                and builtins.all(core.is_weak_scalar(a) for a in args)):
+            result = Tracer(result.ctx, result.instr, weak=True)
+        return result
+    return wrapper
 
 
 def _binary(name: str, opcode: str, bool_opcode: str | None = None):

@@ -21,6 +21,7 @@ class ArgSpec:
     """One flat argument: where it sits in the user's pytree and its abstract value."""
     path: str
     aval: Shape
+    weak: bool = False      # given as a Python scalar: NEP 50 treats it as weakly typed
 
 
 def _format_aval(aval: Shape) -> str:

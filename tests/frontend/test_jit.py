@@ -202,3 +202,25 @@ def test_threads_compile_each_signature_once():
     assert f.trace_count == len(shapes) and f.cache_size() == len(shapes)
     for shape, value in results.values():
         np.testing.assert_allclose(value, np.sum(np.full(shape, 1.5 ** 2), axis=-1), rtol=1e-6)
+
+
+def test_python_scalar_arguments_are_weakly_typed():
+    """NEP 50: a Python float argument does not widen a float32 array, as in NumPy."""
+    f = tessel.jit(lambda x, s: x * s + s * 2)
+    x = f32(3)
+    out = f(x, 0.5)
+    want = x * 0.5 + 0.5 * 2
+    assert out.dtype == want.dtype == np.float32
+    np.testing.assert_allclose(out, want, rtol=1e-6)
+    assert f(np.arange(3, dtype=np.int8), 3).dtype == np.int8
+    assert f(x, np.float64(0.5)).dtype == np.float64      # NumPy scalars are strong
+
+
+def test_python_builtins_on_tracers():
+    f = tessel.jit(lambda x: (divmod(x, 3), round(x * 0.5), tnp.asarray([x[0], x[1] * 2])))
+    x = np.array([7.0, -4.0, 5.0])
+    (q, r), rounded, stacked = f(x)
+    np.testing.assert_array_equal(q, x // 3)
+    np.testing.assert_array_equal(r, x % 3)
+    np.testing.assert_array_equal(rounded, np.round(x * 0.5))
+    np.testing.assert_array_equal(stacked, [7.0, -8.0])
