@@ -19,7 +19,7 @@ import numpy as np
 from ..compiler import dtypes, graph, verifier
 from ..compiler.ir import Module, Shape
 from ..runtime import backends, pytree
-from ..runtime.executable import ArgSpec, Executable, as_argument_array
+from ..runtime.executable import ArgSpec, Executable, Signature, as_argument_array
 from . import core
 
 
@@ -190,22 +190,15 @@ class Lowered:
     """A traced program: the HLO as traced, ready to compile."""
 
     def __init__(self, module: Module, backend: str, binder: ArgumentBinder, binding: Binding,
-                 in_tree: pytree.TreeDef, specs: list[ArgSpec], out_tree: pytree.TreeDef,
-                 out_avals: list[Shape], name: str):
+                 signature: Signature, name: str):
         self.module = module
         self.backend = backend
         self._binder, self._binding = binder, binding
-        self.in_tree, self.in_specs = in_tree, specs
-        self.out_tree, self.out_avals_flat = out_tree, out_avals
+        self.signature = signature
         self.name = name
 
-    @property
-    def in_avals(self):
-        return pytree.unflatten(self.in_tree, [s.aval for s in self.in_specs])
-
-    @property
-    def out_avals(self):
-        return pytree.unflatten(self.out_tree, self.out_avals_flat)
+    in_avals = property(lambda self: self.signature.in_avals)
+    out_avals = property(lambda self: self.signature.out_avals)
 
     def as_text(self) -> str:
         return str(self.module)
@@ -214,8 +207,7 @@ class Lowered:
         return graph.to_dot(self.module)
 
     def compile(self) -> "Compiled":
-        exe = Executable(self.module, self.backend, self.in_tree, self.in_specs,
-                         self.out_tree, self.out_avals_flat, name=self.name)
+        exe = Executable(self.module, self.backend, self.signature, name=self.name)
         return Compiled(exe, self._binder, self._binding)
 
 
@@ -242,9 +234,7 @@ class Compiled:
         if binding.statics != self._binding.statics:
             raise TypeError(f"{self.executable.name}: static arguments {dict(binding.statics)} differ "
                             f"from the ones this program was compiled for {dict(self._binding.statics)}")
-        leaves, treedef = pytree.flatten(binding.dynamic)
-        arrays = self.executable.validate(leaves, treedef)
-        return pytree.unflatten(self.executable.out_tree, self.executable.call_flat(arrays))
+        return self.executable.call_leaves(*pytree.flatten(binding.dynamic))
 
 
 # ----------------------------------------------------------------------------- jit
@@ -277,8 +267,9 @@ class Jitted:
         module, out_tree, out_avals = trace_to_module(self.fun, self.binder, binding, treedef, specs)
         with self._lock:
             self.trace_count += 1
-        return Lowered(module, self.backend, self.binder, binding, treedef, specs, out_tree,
-                       out_avals, getattr(self.fun, "__name__", "function"))
+        signature = Signature(treedef, tuple(specs), out_tree, tuple(out_avals))
+        return Lowered(module, self.backend, self.binder, binding, signature,
+                       getattr(self.fun, "__name__", "function"))
 
     # -- calling
     def __call__(self, *args, **kwargs):
@@ -296,8 +287,7 @@ class Jitted:
                 avals.append(leaf_aval(leaf, paths[i]))
         key = (treedef, tuple(avals), binding.statics)
         compiled = self._get_or_compile(key, binding, leaves, treedef)
-        arrays = compiled.executable.validate(leaves, treedef)
-        return pytree.unflatten(compiled.executable.out_tree, compiled.executable.call_flat(arrays))
+        return compiled.executable.call_leaves(leaves, treedef)
 
     def _get_or_compile(self, key, binding, leaves, treedef) -> Compiled:
         while True:

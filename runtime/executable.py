@@ -28,16 +28,6 @@ def _format_aval(aval: Shape) -> str:
     return f"{aval.dtype.name}{list(aval.dims)}"
 
 
-def describe_value(x) -> str:
-    if isinstance(x, np.ndarray) or hasattr(x, "shape") and hasattr(x, "dtype"):
-        try:
-            dt = dtypes.from_any(x.dtype).name
-        except TypeError:
-            dt = str(x.dtype)
-        return f"{dt}{list(x.shape)}"
-    return f"{type(x).__name__} {x!r}"[:80]
-
-
 def as_argument_array(x, path: str) -> np.ndarray:
     """A leaf of the user's arguments as an ndarray, or a TypeError naming it."""
     if isinstance(x, np.ndarray):
@@ -49,20 +39,13 @@ def as_argument_array(x, path: str) -> np.ndarray:
     raise TypeError(f"argument {path} must be an array or a number, given {type(x).__name__} {x!r:.60}")
 
 
-class Executable:
-    """A compiled program: call it with the same pytree structure it was compiled for."""
-
-    def __init__(self, module: Module, backend: str, in_tree: pytree.TreeDef,
-                 in_specs: Sequence[ArgSpec], out_tree: pytree.TreeDef, out_avals: Sequence[Shape],
-                 name: str = "main"):
-        self.module = module
-        self.backend = backend
-        self.in_tree = in_tree
-        self.in_specs = list(in_specs)
-        self.out_tree = out_tree
-        self.out_avals_flat = list(out_avals)
-        self.name = name
-        self._run = backends.get(backend).compile(module)
+@dataclass(frozen=True)
+class Signature:
+    """What a program takes and returns: pytree structures and flat abstract values."""
+    in_tree: pytree.TreeDef
+    in_specs: tuple[ArgSpec, ...]
+    out_tree: pytree.TreeDef
+    out_avals_flat: tuple[Shape, ...]
 
     @property
     def in_avals(self):
@@ -70,19 +53,33 @@ class Executable:
 
     @property
     def out_avals(self):
-        return pytree.unflatten(self.out_tree, self.out_avals_flat)
+        return pytree.unflatten(self.out_tree, list(self.out_avals_flat))
+
+
+class Executable:
+    """A compiled program: call it with the same pytree structure it was compiled for."""
+
+    def __init__(self, module: Module, backend: str, signature: Signature, name: str = "main"):
+        self.module = module
+        self.backend = backend
+        self.signature = signature
+        self.name = name
+        self._run = backends.get(backend).compile(module)
+
+    in_avals = property(lambda self: self.signature.in_avals)
+    out_avals = property(lambda self: self.signature.out_avals)
 
     def as_text(self) -> str:
         return str(self.module)
 
     def validate(self, leaves: Sequence, treedef: pytree.TreeDef) -> list[np.ndarray]:
         """Check structure, shapes and dtypes; return the leaves as canonical arrays."""
-        problems = pytree.structure_diff(self.in_tree, treedef, "args")
+        problems = pytree.structure_diff(self.signature.in_tree, treedef, "args")
         if problems:
             raise TypeError(f"{self.name}: arguments do not match the compiled signature:\n  "
                             + "\n  ".join(problems))
         arrays, problems = [], []
-        for spec, leaf in zip(self.in_specs, leaves):
+        for spec, leaf in zip(self.signature.in_specs, leaves):
             array = as_argument_array(leaf, spec.path)
             problem = _aval_mismatch(spec, array)
             if problem:
@@ -97,10 +94,13 @@ class Executable:
     def call_flat(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         return list(self._run(list(arrays)))
 
-    def __call__(self, *args):
-        leaves, treedef = pytree.flatten(args)
+    def call_leaves(self, leaves: Sequence, treedef: pytree.TreeDef):
+        """Validate flat argument leaves, run, and return the result pytree."""
         arrays = self.validate(leaves, treedef)
-        return pytree.unflatten(self.out_tree, self.call_flat(arrays))
+        return pytree.unflatten(self.signature.out_tree, self.call_flat(arrays))
+
+    def __call__(self, *args):
+        return self.call_leaves(*pytree.flatten(args))
 
 
 def _aval_mismatch(spec: ArgSpec, array: np.ndarray) -> str | None:
