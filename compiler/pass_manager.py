@@ -90,6 +90,7 @@ class DumpConfig:
 
 
 _dump_counter = itertools.count(1)   # process-wide, so dumps of several compiles never collide
+_FILE_UNSAFE = re.compile(r"[^\w.\-]")
 
 
 def disabled_from_env() -> frozenset[str]:
@@ -160,7 +161,10 @@ class PassManager:
     def _write_dump(self, module: Module, pass_name: str, stage: str) -> None:
         from . import graph, printer
         os.makedirs(self.dump.directory, exist_ok=True)
-        stem = f"{next(_dump_counter):04d}.{module.name}.{pass_name}.{stage}"
+        # Module and pass names may hold any character (quoted names in HLO text); keep
+        # the file name to one plain path component.
+        label = _FILE_UNSAFE.sub("_", f"{module.name}.{pass_name}")
+        stem = f"{next(_dump_counter):04d}.{label}.{stage}"
         base = os.path.join(self.dump.directory, stem)
         with open(base + ".hlo", "w") as f:
             f.write(printer.print_module(module))
