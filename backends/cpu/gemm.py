@@ -5,9 +5,9 @@
 Every operand is a base pointer plus (batch, row, column) strides in elements, all
 compile-time constants (shapes are static, XLA-style: one kernel per shape), so any
 contracting layout -- transposed operands, dot_general after the backend canonicalizes
-it to batch x rows x contracting -- goes through the same packing routines.
+it to batch x rows x contracting -- goes through the same code.
 
-The large-shape kernel follows BLIS's loop structure:
+The large-shape kernel ("blocked") follows BLIS's loop structure:
 
     for jc in N step nc:                        B block kc x nc lives in L3
       for pc in K step kc:
@@ -16,26 +16,29 @@ The large-shape kernel follows BLIS's loop structure:
           pack A[ic:ic+mc, pc:pc+kc] -> Ap      panels of mr rows, k-major, zero-padded
           for jr in nc step nr:                 B micro-panel kc x nr stays in L1
             for ir in mc step mr:
-              micro-kernel: an mr x nr tile of C in vector registers, one broadcast of
-              A and nr/lanes vector FMAs per row per k; then add/epilogue/store.
+              micro-kernel: an mr x nr tile of C in vector registers, per k one
+              broadcast of A and nr/lanes vector FMAs per row; C tile (+)= it
+              after the last K block: C tile = epilogue(C tile), while it is in L1
 
-The mr x nr tile is sized to the vector register file (`micro_tile`), the block sizes
-to the caches (`CACHES`, `blocking`). Partial tiles (M, N not multiples of mr, nr) are
-computed in full on zero-padded panels and stored through a scalar edge path. The
-epilogue (e.g. bias add + relu from output fusion) runs on each tile after the last K
-block, before the store.
+The tile is sized to the vector registers (`micro_tile`: 14 x 32 f32 with AVX-512),
+the blocks to the caches (`CACHES`, `blocking`). Partial tiles (M, N not multiples of
+mr, nr) are computed in full on the zero-padded panels and stored by a scalar edge
+path. The micro-kernel and the packing routines depend on dtype and tile only: they
+are emitted once per LLVM module and shared by every GEMM in it (which is also why the
+epilogue runs as a pass over the finished tile rather than inside the micro-kernel:
+per-shape code stays small and cheap to compile).
 
-Small problems take other paths (`choose_path`): straight loops when every dimension is
-tiny, a streaming dot/axpy kernel without packing when M == 1 or N == 1, and a plain
-fill (C = epilogue(0)) when K == 0.
+Small problems take other paths (`choose_path`): unrolled vector code when every
+dimension is tiny, a streaming dot / axpy kernel without packing when M == 1 or N == 1,
+and a fill (C = epilogue(0)) when K == 0.
 
-Parallelism: the (batch, M-part, N-part) grid of the output is cut into tasks
-(`partition`, a small cost model); each task runs the loop nest above on its part with
-its own packing buffers (A and B blocks are packed per task: no sharing, no barriers;
-the cost is re-packing B once per M-part and A once per N-part, which the cost model
-charges). Tasks run on tessel's thread pool (`runtime_support.parallel_for`) when the
-work is above `PARALLEL_MIN_FLOPS`; below it, or with one thread, the entry calls the
-task function directly.
+Parallelism: the output is cut into tasks over (batch, rows, columns) (`partition`, a
+small cost model). A task runs its path's loop nest on its part with its own packing
+buffers in scratch: A and B blocks are packed per task, no sharing and no barriers;
+the price, re-packing B once per row part and A once per column part, is in the cost
+model. Tasks run on tessel's thread pool (`runtime_support`, `tessel_parallel_for`)
+when the work is at least `PARALLEL_MIN_FLOPS`; otherwise the entry calls the task
+function directly.
 
 C ABI of the generated entry:  void name(ptr A, ptr B, ptr C, ptr scratch, ptr op0, ...)
 where scratch holds `scratch_bytes(spec)` bytes (any alignment) and op0... are the
@@ -47,7 +50,7 @@ import ctypes
 import itertools
 import os
 from dataclasses import dataclass, field, replace
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 from llvmlite import ir
@@ -68,39 +71,56 @@ class Caches:
     l3: int
 
 
-# Keyed by LLVM's CPU name (`TargetInfo.cpu`). L1d and L2 are per core; L3 is what one
-# core's working set may occupy (the shared L3 of a CCD / socket).
+# Keyed by LLVM's CPU name (`TargetInfo.cpu`). L1d and L2 are per core; L3 is the
+# shared last-level cache of the core's CCD / socket.
 CACHES = {
-    "znver4": Caches(32 * KiB, 1 * MiB, 32 * MiB),          # AMD Zen 4
-    "znver3": Caches(32 * KiB, 512 * KiB, 32 * MiB),        # AMD Zen 3
-    "skylake-avx512": Caches(32 * KiB, 1 * MiB, 8 * MiB),   # Intel Skylake-SP
+    "znver4": Caches(32 * KiB, 1 * MiB, 32 * MiB),           # AMD Zen 4 (this host)
+    "znver3": Caches(32 * KiB, 512 * KiB, 32 * MiB),         # AMD Zen 3
+    "skylake-avx512": Caches(32 * KiB, 1 * MiB, 8 * MiB),    # Intel Skylake-SP
     "icelake-server": Caches(48 * KiB, 1280 * KiB, 16 * MiB),
     "sapphirerapids": Caches(48 * KiB, 2 * MiB, 32 * MiB),
     "apple-m1": Caches(64 * KiB, 4 * MiB, 8 * MiB),
 }
-DEFAULT_CACHES = Caches(32 * KiB, 256 * KiB, 8 * MiB)      # conservative for unknown CPUs
+DEFAULT_CACHES = Caches(32 * KiB, 256 * KiB, 8 * MiB)       # conservative for unknown CPUs
 
-# Share of each cache level the blocked kernel plans to fill with one packed block:
+# Share of each cache level the blocked kernel fills with one packed block:
 #   L1: the B micro-panel, kc x nr, reused by every A micro-panel of the block (kc is
 #       chosen from it; A micro-panels stream through from L2 -- measured on Zen 4,
 #       a full L1 of B, kc = 256 for 14 x 32 f32, beats half of it, kc = 128, by ~5%)
 #   L2: the packed A block, mc x kc        (mc is chosen from it)
-#   L3: the packed B block, kc x nc        (nc is chosen from it)
-CACHE_SHARE = {"l1d": 1.0, "l2": 0.5, "l3": 0.5}
+#   L3: the packed B block, kc x nc        (nc is chosen from it; one per thread)
+CACHE_SHARE = {"l1d": 1.0, "l2": 0.5, "l3": 0.25}
 
-# Problems below this many flops (2*M*N*K per batch element, summed) run on the calling
-# thread: handing work to the pool costs a few microseconds, which is what ~100 kflop
-# of this kernel takes on one core. Measured with bench/gemm_bench.py.
-PARALLEL_MIN_FLOPS = 4_000_000
-# Work of one task is at least this many flops (keeps per-task packing overhead low).
-MIN_TASK_FLOPS = 1_000_000
-# A dimension counts as tiny (straight loops, no packing) up to this size.
+
+# --------------------------------------------------------------------------- tuning
+
+# Problems below this many flops (2*batch*M*N*K) run on the calling thread. Measured
+# on the 2-core Zen 4 host: 64^3 (0.5 Mflop) 7.5 us on one thread vs 8.6 us on two;
+# 96^3 (1.8 Mflop) 20 us vs 12 us.
+PARALLEL_MIN_FLOPS = 1_500_000
+# ... and no task gets less than this (the pool's hand-off costs a few microseconds).
+MIN_TASK_FLOPS = 500_000
+# Packing one element costs about as much as PACK_COST FMAs of one lane (cost model).
+PACK_COST = 0.5
+# Threads do not run at the same speed (a core shared with another process, turbo):
+# the pool hands out tasks dynamically and the last one finishes, on average, this
+# many task times after the others -- which favours several smaller tasks per thread.
+UNEVEN_TAIL = 0.5
+# Every dimension at most this: the tiny path (unrolled, no packing).
 TINY_DIM = 16
-# The tiny kernel accumulates this many rows of C at once (independent FMA chains to
-# cover the FMA latency).
+# Rows of C the tiny path accumulates at once (independent FMA chains hide latency).
 TINY_ROWS_AT_ONCE = 4
 # The axpy form of matrix-vector products adds this many columns per pass over C.
 AXPY_COLUMNS = 4
+# Vector accumulators of the dot form of matrix-vector products.
+DOT_ACCUMULATORS = 4
+# The micro-kernel's k loop is unrolled this many times (a power of two).
+K_UNROLL = 4
+# Packed panels and the scratch arena are aligned to this many bytes (a zmm register).
+ALIGN = 64
+# Loops this generator vectorized or unrolled itself, and cold ones: LLVM leaves them
+# as written (re-unrolling and re-vectorizing them costs compile time, gains nothing).
+AS_WRITTEN = {"unroll": False, "vectorize": False}
 
 
 # --------------------------------------------------------------------------- the spec
@@ -108,6 +128,51 @@ AXPY_COLUMNS = 4
 _DTYPES = {"f32": (ir.FloatType(), 4, np.float32), "f64": (ir.DoubleType(), 8, np.float64)}
 
 Epilogue = Callable[[ir.IRBuilder, list, ir.Value, ir.Value, tuple], list]
+
+
+@dataclass(frozen=True)
+class GemmSpec:
+    """One static GEMM: C[b] = epilogue(A[b] @ B[b]).
+
+    Strides are in elements, (row, col) or (batch, row, col); default: contiguous
+    row-major (2-D strides put the batch elements one after another).
+
+    `epilogue(builder, tile_values, row_index, col_index, operands)` emits IR mapping a
+    finished piece of C to the values to store, and returns them in the same structure:
+      - tile_values[i][j]: a vector (or a scalar, width 1) holding
+        C[row_index + i, col_index + j*w : col_index + (j+1)*w], w its width;
+      - row_index: the flattened row b*M + m (C seen as (batch*M) x N); col_index the
+        column; both i64;
+      - operands: the kernel's `epilogue_operands` extra pointer arguments.
+    It is applied exactly once to every element of C, also when K == 0.
+    """
+    dtype: str
+    M: int
+    N: int
+    K: int
+    batch: int = 1
+    a_strides: tuple | None = None
+    b_strides: tuple | None = None
+    c_strides: tuple | None = None
+    epilogue: Epilogue | None = field(default=None, compare=False)
+    epilogue_operands: int = 0
+
+    def __post_init__(self):
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
+        set_("dtype", _dtype_name(self.dtype))
+        if min(self.M, self.N, self.K, self.batch, self.epilogue_operands) < 0:
+            raise ValueError(f"negative GEMM dimension in {self}")
+        set_("a_strides", _strides(self.a_strides, self.M, self.K))
+        set_("b_strides", _strides(self.b_strides, self.K, self.N))
+        set_("c_strides", _strides(self.c_strides, self.M, self.N))
+
+    @property
+    def itemsize(self) -> int:
+        return _DTYPES[self.dtype][1]
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.batch * self.M * self.N * self.K
 
 
 def _dtype_name(dtype) -> str:
@@ -124,88 +189,39 @@ def _dtype_name(dtype) -> str:
 
 
 def _strides(given, rows: int, cols: int) -> tuple[int, int, int]:
-    """(batch, row, col) element strides; default: contiguous row-major batches."""
     if given is None:
         return (rows * cols, cols, 1)
     given = tuple(int(s) for s in given)
     if len(given) == 2:
-        return (_span(given, rows, cols),) + given
+        span = (rows - 1) * abs(given[0]) + (cols - 1) * abs(given[1]) + 1
+        return (span if rows and cols else 0,) + given
     if len(given) != 3:
         raise ValueError(f"strides must be (row, col) or (batch, row, col), got {given}")
     return given
-
-
-def _span(strides2, rows, cols) -> int:
-    """Batch stride for 2-D strides: one past the last element of a matrix."""
-    return (rows - 1) * abs(strides2[0]) + (cols - 1) * abs(strides2[1]) + 1 if rows and cols else 0
-
-
-@dataclass(frozen=True)
-class GemmSpec:
-    """One static GEMM: C[b] = epilogue(A[b] @ B[b]).
-
-    Strides are in elements, (row, col) or (batch, row, col); the default is contiguous
-    row-major. `epilogue(builder, tile_values, row_index, col_index, operands)` emits IR
-    that maps a finished C tile to the values to store:
-      - tile_values[i][j] is a vector (or a scalar: width 1) holding
-        C[row_index + i, col_index + j*w : col_index + (j+1)*w], w its width;
-      - row_index is the flattened row `b*M + m` (the row of C seen as (batch*M) x N),
-        col_index the column; both i64 values;
-      - operands are the `epilogue_operands` extra pointer arguments of the kernel.
-    It returns values of the same structure and types. It is applied exactly once to
-    every element of C (after the last K block), also when K == 0.
-    """
-    dtype: str
-    M: int
-    N: int
-    K: int
-    batch: int = 1
-    a_strides: tuple | None = None
-    b_strides: tuple | None = None
-    c_strides: tuple | None = None
-    epilogue: Epilogue | None = field(default=None, compare=False)
-    epilogue_operands: int = 0
-
-    def __post_init__(self):
-        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
-        set_("dtype", _dtype_name(self.dtype))
-        if min(self.M, self.N, self.K, self.batch) < 0:
-            raise ValueError(f"negative GEMM dimension in {self}")
-        set_("a_strides", _strides(self.a_strides, self.M, self.K))
-        set_("b_strides", _strides(self.b_strides, self.K, self.N))
-        set_("c_strides", _strides(self.c_strides, self.M, self.N))
-
-    @property
-    def itemsize(self) -> int:
-        return _DTYPES[self.dtype][1]
-
-    @property
-    def flops(self) -> int:
-        return 2 * self.batch * self.M * self.N * self.K
 
 
 # --------------------------------------------------------------------------- planning
 
 @dataclass(frozen=True)
 class Blocking:
-    mr: int          # rows of the register tile (A broadcasts)
-    nr: int          # columns of the register tile (nr // lanes vectors)
+    mr: int          # rows of the register tile (broadcasts of A)
+    nr: int          # columns of the register tile (nr / lanes vectors of B)
     lanes: int
     kc: int          # K block
-    mc: int          # M block (multiple of mr)
-    nc: int          # N block (multiple of nr)
+    mc: int          # M block, a multiple of mr
+    nc: int          # N block, a multiple of nr
 
 
 def micro_tile(target: TargetInfo, itemsize: int, n: int | None = None) -> tuple[int, int]:
     """(mr, nr) of the register tile for this target, element size and N.
 
     Each k step broadcasts mr elements of A against nv vectors of B into mr x nv
-    accumulators: mr*nv + nv + 1 <= registers. nv = 2 (nr = 2 lanes) and the largest
-    mr that fits: AVX-512 (32 registers) 14 x 32 f32 / 14 x 16 f64 (28 accumulators,
-    4 FMA latencies x 2 FMA pipes = 8 needed to stay busy), AVX2 (16) 6 x 16 f32.
-    Wider tiles (9 x 48, 6 x 64 f32) measured the same on Zen 4 and waste more at the
-    N edge. Narrow outputs (N <= lanes) take nv = 1 with the same mr (so the A
-    packing kernel is shared): 256x10x512 f32 runs 1.6x faster than with nv = 2.
+    accumulators: mr*nv + nv + 1 <= registers. nv = 2 and the largest mr that fits:
+    AVX-512 (32 registers) 14 x 32 f32 / 14 x 16 f64 (28 accumulators; 4 cycles FMA
+    latency x 2 FMA pipes = 8 needed to stay busy), AVX2 (16) 6 x 16 f32. Wider tiles
+    (9 x 48, 6 x 64 f32) measured the same on Zen 4 and waste more at the N edge.
+    Narrow outputs (N <= lanes) take nv = 1 with the same mr (so the A packing kernel
+    is shared): 256 x 10 x 512 f32 runs 1.6x faster than with nv = 2.
     """
     lanes = target.vector_lanes(itemsize)
     mr = (target.vector_registers - 3) // 2
@@ -226,27 +242,6 @@ def blocking(spec: GemmSpec, target: TargetInfo | None = None,
     return Blocking(mr, nr, target.vector_lanes(size), kc, mc, nc)
 
 
-def _balanced(extent: int, block: int, multiple: int) -> int:
-    """The block size that covers `extent` in as many blocks as `block` would, evenly
-    (a multiple of `multiple`): 1024 by 504 -> 3 blocks of 350 (mr 14), not 504+504+16."""
-    if extent <= 0:
-        return block
-    blocks = _ceil_div(extent, block)
-    return min(block, _round_up(_ceil_div(extent, blocks), multiple))
-
-
-def _round_down(x: int, multiple: int, minimum: int) -> int:
-    return max(minimum, x // multiple * multiple)
-
-
-def _round_up(x: int, multiple: int) -> int:
-    return -(-x // multiple) * multiple
-
-
-def _ceil_div(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def choose_path(spec: GemmSpec) -> str:
     """Which kernel computes `spec`: empty | fill | tiny | gemv | blocked."""
     if spec.batch == 0 or spec.M == 0 or spec.N == 0:
@@ -262,8 +257,9 @@ def choose_path(spec: GemmSpec) -> str:
 
 @dataclass(frozen=True)
 class Partition:
-    """The output cut into tasks: pb groups of bt batch elements x pm row parts of mt
-    rows x pn column parts of nt columns."""
+    """The output cut into pb x pm x pn tasks: groups of bt batch elements, parts of mt
+    rows, parts of nt columns (task t: group t // (pm*pn), row part (t // pn) % pm,
+    column part t % pn)."""
     pb: int
     pm: int
     pn: int
@@ -276,71 +272,90 @@ class Partition:
         return self.pb * self.pm * self.pn
 
 
-def partition(spec: GemmSpec, blk: Blocking, threads: int) -> Partition:
+def partition(spec: GemmSpec, threads: int, grain: tuple[int, int] = (1, 1),
+              pack_cost: float = 0.0) -> Partition:
     """Cut the output into tasks for `threads` threads (cost model).
 
-    A task's time ~ its FMAs (rows rounded up to whole tiles) plus its packing: it packs
-    A (mt x K) and B (K x nt) for each of its bt batch elements, PACK_COST FMA-lanes per
-    element. The parallel time is ceil(tasks / threads) task times; the cheapest grid
-    of at most 4 x threads tasks wins (more tasks than threads lets the pool balance a
-    busy machine). One task when the problem is below PARALLEL_MIN_FLOPS.
+    Row and column parts are multiples of `grain` (the register tile). A task's time
+    is its FMAs plus `pack_cost` per element of A (mt x K) and B (K x nt) it packs;
+    the parallel time is ceil(tasks / threads) + UNEVEN_TAIL task times. The cheapest
+    grid of at most 4 x threads tasks wins. One task below PARALLEL_MIN_FLOPS.
     """
     whole = Partition(1, 1, 1, spec.batch, spec.M, spec.N)
     if threads <= 1 or spec.flops < PARALLEL_MIN_FLOPS:
         return whole
-    best, max_tasks = (None, whole), 4 * threads
+    best, best_cost, max_tasks = whole, None, 4 * threads
     for pb, pm, pn in itertools.product(range(1, max_tasks + 1), repeat=3):
-        tasks = pb * pm * pn
         bt = _ceil_div(spec.batch, pb)
-        mt = _round_up(_ceil_div(spec.M, pm), blk.mr)
-        nt = _round_up(_ceil_div(spec.N, pn), blk.nr)
-        if tasks > max_tasks or _idle_part(spec.batch, bt, pb) or _idle_part(
-                spec.M, mt, pm) or _idle_part(spec.N, nt, pn):
+        mt = min(_round_up(_ceil_div(spec.M, pm), grain[0]), spec.M)
+        nt = min(_round_up(_ceil_div(spec.N, pn), grain[1]), spec.N)
+        tasks = pb * pm * pn
+        if (tasks > max_tasks or (pb - 1) * bt >= spec.batch or (pm - 1) * mt >= spec.M
+                or (pn - 1) * nt >= spec.N or 2 * bt * mt * nt * spec.K < MIN_TASK_FLOPS):
             continue
-        if tasks > 1 and 2 * bt * mt * nt * spec.K < MIN_TASK_FLOPS:
-            continue
-        task_time = bt * (mt * nt * spec.K + PACK_COST * spec.K * (mt + nt) * blk.lanes)
-        cost = _ceil_div(tasks, threads) * task_time
-        if best[0] is None or cost < best[0]:
-            best = (cost, Partition(pb, pm, pn, bt, min(mt, spec.M), min(nt, spec.N)))
-    return best[1]
-
-
-def _idle_part(extent: int, size: int, parts: int) -> bool:
-    return (parts - 1) * size >= extent
-
-
-# One packed element costs about as much as PACK_COST vector FMAs' worth of lanes.
-PACK_COST = 0.5
+        fmas = _round_up(mt, grain[0]) * _round_up(nt, grain[1]) * spec.K
+        task = bt * (fmas + pack_cost * spec.K * (mt + nt))
+        cost = (_ceil_div(tasks, threads) + UNEVEN_TAIL) * task
+        if best_cost is None or cost < best_cost:
+            best, best_cost = Partition(pb, pm, pn, bt, mt, nt), cost
+    return best
 
 
 @dataclass(frozen=True)
 class Plan:
-    """How `spec` is computed: the kernel path, and for `blocked` the blocks and tasks."""
+    """How a spec is computed: its path, tasks, and for `blocked` the blocking."""
     path: str
+    partition: Partition
     blocking: Blocking | None = None
-    partition: Partition | None = None
 
 
 def plan(spec: GemmSpec, target: TargetInfo | None = None, threads: int | None = None,
          tile: tuple[int, int] | None = None) -> Plan:
+    target, threads = target or host(), threads or _default_threads()
     path = choose_path(spec)
-    if path != "blocked":
-        return Plan(path)
-    blk = blocking(spec, target, tile)
-    parts = partition(spec, blk, threads or _default_threads())
-    blk = replace(blk, kc=_balanced(spec.K, blk.kc, 1),
-                  mc=_balanced(parts.mt, blk.mc, blk.mr),
-                  nc=_balanced(parts.nt, blk.nc, blk.nr))
-    return Plan(path, blk, parts)
+    lanes = target.vector_lanes(spec.itemsize)
+    if path == "blocked":
+        blk = blocking(spec, target, tile)
+        parts = partition(spec, threads, (blk.mr, blk.nr), PACK_COST * blk.lanes)
+        # Even blocks inside a task: 1024 rows by mc 504 -> 3 x 350, not 504+504+16.
+        blk = replace(blk, kc=_balanced(spec.K, blk.kc, 1),
+                      mc=_balanced(parts.mt, blk.mc, blk.mr),
+                      nc=_balanced(parts.nt, blk.nc, blk.nr))
+        return Plan(path, parts, blk)
+    if path == "gemv":      # split the batch and the output vector
+        return Plan(path, partition(spec, threads, (lanes, lanes)))
+    if path in ("tiny", "fill"):      # split the batch only
+        return Plan(path, partition(spec, threads, (spec.M, spec.N)))
+    return Plan(path, Partition(1, 1, 1, spec.batch, spec.M, spec.N))
 
+
+def _balanced(extent: int, block: int, multiple: int) -> int:
+    """The block size covering `extent` in as many blocks as `block` needs, evenly."""
+    blocks = _ceil_div(extent, block)
+    return min(block, _round_up(_ceil_div(extent, blocks), multiple)) if blocks else block
+
+
+def _round_down(x: int, multiple: int, minimum: int) -> int:
+    return max(minimum, x // multiple * multiple)
+
+
+def _round_up(x: int, multiple: int) -> int:
+    return -(-x // multiple) * multiple
+
+
+def _ceil_div(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+# --------------------------------------------------------------------------- runtime
 
 def _default_threads() -> int:
+    """The thread pool's size ($TESSEL_NUM_THREADS, else the CPUs)."""
     try:
         from . import runtime_support
-        return int(runtime_support.num_threads())
-    except (ImportError, AttributeError):
-        return int(os.environ.get("TESSEL_NUM_THREADS", 0)) or os.cpu_count() or 1
+    except ImportError:
+        return os.cpu_count() or 1
+    return runtime_support.num_threads()
 
 
 def _thread_pool_ready() -> bool:
@@ -366,29 +381,52 @@ def _parallel_for(module: ir.Module) -> ir.Function:
 
 # --------------------------------------------------------------------------- scratch
 
-ALIGN = 64      # bytes; packed panels are aligned for full-width vector loads
-
-
-def _slot_bytes(spec: GemmSpec, blk: Blocking) -> int:
-    """Packing buffers of one task: Ap (mc x kc) and Bp (kc x nc), each aligned."""
-    a = _round_up(blk.mc * blk.kc * spec.itemsize, ALIGN)
-    b = _round_up(blk.kc * blk.nc * spec.itemsize, ALIGN)
-    return a + b
-
-
 def scratch_bytes(spec: GemmSpec, target: TargetInfo | None = None,
                   threads: int | None = None, tile=None) -> int:
-    """Bytes of scratch the kernel for `spec` needs (its pointer needs no alignment).
+    """Bytes of scratch the kernel for `spec` needs (the pointer needs no alignment).
     Pass the `target`, `threads` and `tile` given to `emit_gemm`."""
-    return _scratch_bytes(spec, plan(spec, target, threads, tile))
+    how = plan(spec, target, threads, tile)
+    slot = _slot_bytes(spec, how)
+    return ALIGN + how.partition.tasks * slot if slot else 0
 
 
-def _scratch_bytes(spec: GemmSpec, how: Plan) -> int:
+def _slot_bytes(spec: GemmSpec, how: Plan) -> int:
+    """Scratch of one task: packed A and B blocks, or a gemv accumulator."""
     if how.path == "blocked":
-        return ALIGN + how.partition.tasks * _slot_bytes(spec, how.blocking)
-    if how.path == "gemv":
-        return ALIGN + max(spec.M, spec.N) * spec.itemsize
+        blk = how.blocking
+        return _a_block_bytes(spec, blk) + _round_up(blk.kc * blk.nc * spec.itemsize, ALIGN)
+    if how.path == "gemv" and _gemv_operands(spec)[0].axpy:
+        parts = how.partition
+        return _round_up((parts.mt if spec.N == 1 else parts.nt) * spec.itemsize, ALIGN)
     return 0
+
+
+def _a_block_bytes(spec: GemmSpec, blk: Blocking) -> int:
+    return _round_up(blk.mc * blk.kc * spec.itemsize, ALIGN)
+
+
+@dataclass(frozen=True)
+class _GemvView:
+    """A matrix-vector product out[r] = sum_k X[r, k] y[k] seen in the GEMM's operands:
+    which operand is X, its (batch, r, k) strides, and y's and out's strides."""
+    x_is_a: bool
+    x_strides: tuple[int, int, int]
+    y_strides: tuple[int, int]         # (batch, k)
+    out_stride: int                    # along r
+
+    @property
+    def axpy(self) -> bool:
+        """Stream columns of X (r contiguous) rather than dot its rows."""
+        return self.x_strides[1] == 1 and self.x_strides[2] != 1
+
+
+def _gemv_operands(spec: GemmSpec) -> tuple[_GemvView, int]:
+    """(view, rows): N == 1: X = A, y = B[:, 0], out = C[:, 0]; M == 1: X = B^T,
+    y = A[0, :], out = C[0, :]."""
+    a, b, c = spec.a_strides, spec.b_strides, spec.c_strides
+    if spec.N == 1:
+        return _GemvView(True, a, (b[0], b[1]), c[1]), spec.M
+    return _GemvView(False, (b[0], b[2], b[1]), (a[0], a[2]), c[2]), spec.N
 
 
 # --------------------------------------------------------------------------- emission
@@ -398,73 +436,97 @@ def emit_gemm(module: ir.Module, spec: GemmSpec, name: str, *,
               tile: tuple[int, int] | None = None) -> ir.Function:
     """Define `void name(ptr A, ptr B, ptr C, ptr scratch, ptr op...)` in `module`.
 
-    `threads` caps the tasks the kernel is cut into (default: the thread pool's size);
-    `tile` overrides the register tile (mr, nr), for tuning.
+    `threads`: plan the tasks for this many threads (default: the thread pool's size);
+    `tile`: override the register tile (mr, nr), for tuning.
     """
-    return _Emitter(module, spec, name, target or host(),
-                    threads or _default_threads(), tile).emit()
+    return _Emitter(module, spec, name, target or host(), threads, tile).emit()
+
+
+@dataclass
+class _Part:
+    """What one task computes for one batch element: rows [m0, m1), columns [n0, n1),
+    with its slice of scratch."""
+    a: ir.Value             # this batch element's A, B, C
+    b: ir.Value
+    c: ir.Value
+    m0: ir.Value
+    m1: ir.Value
+    n0: ir.Value
+    n1: ir.Value
+    row_base: ir.Value      # flat row (b*M) of this batch element's row 0
+    scratch: ir.Value
+    operands: tuple
 
 
 class _Emitter:
     def __init__(self, module, spec, name, target, threads, tile):
-        self.module, self.spec, self.name, self.target = module, spec, name, target
+        self.module, self.spec, self.name = module, spec, name
         self.elem, self.size, _ = _DTYPES[spec.dtype]
-        how = plan(spec, target, threads, tile)
-        self.path, self.blk, self.parts = how.path, how.blocking, how.partition
-        lanes = target.vector_lanes(self.size)
-        self.lanes = lanes
-        self.vec = L.vector(self.elem, lanes)
-
-    # ---------------------------------------------------------------- functions
+        self.plan = plan(spec, target, threads, tile)
+        self.blk, self.parts = self.plan.blocking, self.plan.partition
+        self.lanes = target.vector_lanes(self.size)
+        self.vec = L.vector(self.elem, self.lanes)
 
     def _function(self, name, args, linkage="internal") -> tuple[ir.Function, ir.IRBuilder]:
         fn = ir.Function(self.module, ir.FunctionType(ir.VoidType(), args), name=name)
         fn.linkage = linkage
         return fn, ir.IRBuilder(fn.append_basic_block("entry"))
 
+    # ---------------------------------------------------------------- entry and tasks
+
     def emit(self) -> ir.Function:
-        nops = self.spec.epilogue_operands
-        fn, b = self._function(self.name, [L.PTR] * (4 + nops), linkage="external")
-        a_ptr, b_ptr, c_ptr, scratch = fn.args[:4]
-        for arg, name_ in zip(fn.args, ["A", "B", "C", "scratch"] +
-                              [f"op{i}" for i in range(nops)]):
-            arg.name = name_
-        for arg in fn.args[:2]:
-            arg.add_attribute("noalias")     # read only: may overlap each other
-        c_ptr.add_attribute("noalias")
-        scratch.add_attribute("noalias")
-        ctx = self._make_context(b, fn.args, _align_up(b, scratch))
-        {"empty": lambda: None,
-         "fill": lambda: self._emit_fill(b, ctx),
-         "tiny": lambda: self._emit_tiny(b, ctx),
-         "gemv": lambda: self._emit_gemv(b, ctx),
-         "blocked": lambda: self._emit_blocked(b, ctx)}[self.path]()
+        names = ["A", "B", "C", "scratch"] + [f"op{i}" for i in range(self.spec.epilogue_operands)]
+        fn, b = self._function(self.name, [L.PTR] * len(names), linkage="external")
+        for arg, name in zip(fn.args, names):
+            arg.name = name
+            if name in ("A", "B", "C", "scratch"):
+                arg.add_attribute("noalias")        # A and B may overlap: both read only
+        if self.plan.path != "empty":
+            ctx = L.alloca_once(b, ir.ArrayType(L.PTR, len(names)), name="ctx")
+            args = [*fn.args[:3], _align_up(b, fn.args[3]), *fn.args[4:]]
+            for i, value in enumerate(args):
+                L.store(b, value, L.gep(b, ctx, L.PTR, i))
+            task, n = self._emit_task(), self.parts.tasks
+            if n > 1 and _thread_pool_ready():
+                b.call(_parallel_for(self.module), [task, ctx, L.const(n), L.const(1)])
+            else:
+                b.call(task, [ctx, L.const(0), L.const(n)])
         b.ret_void()
         return fn
 
-    def _make_context(self, b, args, scratch) -> ir.Value:
-        """The kernel's pointers in a stack array: A, B, C, scratch (aligned), op..."""
-        ctx = L.alloca_once(b, ir.ArrayType(L.PTR, len(args)), name="ctx")
-        values = [args[0], args[1], args[2], scratch, *args[4:]]
-        for i, value in enumerate(values):
-            L.store(b, value, L.gep(b, ctx, L.PTR, i))
-        return ctx
+    def _emit_task(self) -> ir.Function:
+        """`void name.task(ptr ctx, i64 begin, i64 end)`: tasks [begin, end) of the
+        partition, each on its own slice of scratch; ctx = [A, B, C, scratch, op...]."""
+        spec, parts = self.spec, self.parts
+        fn, b = self._function(f"{self.name}.task", [L.PTR, L.INDEX, L.INDEX])
+        ctx, begin, end = fn.args
+        a, bm, c, scratch, *operands = [L.load(b, L.gep(b, ctx, L.PTR, i), L.PTR)
+                                        for i in range(4 + spec.epilogue_operands)]
+        body = {"fill": self._fill, "tiny": self._tiny, "gemv": self._gemv,
+                "blocked": self._blocked}[self.plan.path]
+        with L.for_range(b, end, start=begin, name="task", **AS_WRITTEN) as t:
+            per_group = parts.pm * parts.pn
+            rest = b.srem(t, L.const(per_group))
+            m0 = L.mul(b, b.sdiv(rest, L.const(parts.pn)), parts.mt)
+            n0 = L.mul(b, b.srem(rest, L.const(parts.pn)), parts.nt)
+            b0 = L.mul(b, b.sdiv(t, L.const(per_group)), parts.bt)
+            slot = L.gep(b, scratch, ir.IntType(8), L.mul(b, t, _slot_bytes(spec, self.plan)))
+            b1 = L.minimum(b, L.add(b, b0, parts.bt), spec.batch)
+            with L.for_range(b, b1, start=b0, name="batch", **AS_WRITTEN) as bi:
+                body(b, _Part(
+                    a=L.gep(b, a, self.elem, L.mul(b, bi, spec.a_strides[0])),
+                    b=L.gep(b, bm, self.elem, L.mul(b, bi, spec.b_strides[0])),
+                    c=L.gep(b, c, self.elem, L.mul(b, bi, spec.c_strides[0])),
+                    m0=m0, m1=L.minimum(b, L.add(b, m0, parts.mt), spec.M),
+                    n0=n0, n1=L.minimum(b, L.add(b, n0, parts.nt), spec.N),
+                    row_base=L.mul(b, bi, spec.M), scratch=slot, operands=tuple(operands)))
+        b.ret_void()
+        return fn
 
-    def _ctx(self, b, ctx) -> tuple:
-        """(A, B, C, scratch, operands) loaded from a context array."""
-        loaded = [L.load(b, L.gep(b, ctx, L.PTR, i), L.PTR)
-                  for i in range(4 + self.spec.epilogue_operands)]
-        return loaded[0], loaded[1], loaded[2], loaded[3], tuple(loaded[4:])
+    # ---------------------------------------------------------------- shared helpers
 
-    # ---------------------------------------------------------------- element access
-
-    def _at(self, b, base, strides, batch, row, col):
-        """&X[batch, row, col] for strides (batch, row, col)."""
-        return L.gep(b, base, self.elem,
-                     L.offset(b, (batch, strides[0]), (row, strides[1]), (col, strides[2])))
-
-    def _finish(self, b, values, row, col, operands, accumulate_from=None):
-        """Apply the epilogue to a tile (list of rows of values)."""
+    def _epilogue(self, b, values, row, col, operands) -> list:
+        """The spec's epilogue on a tile (list of rows of values); identity without."""
         if self.spec.epilogue is None:
             return values
         out = self.spec.epilogue(b, values, row, col, operands)
@@ -472,169 +534,153 @@ class _Emitter:
             raise ValueError("the GEMM epilogue must return a tile shaped like its input")
         return out
 
-    def _flat_row(self, b, batch, row):
-        return L.add(b, L.mul(b, batch, self.spec.M), row)
+    def _at(self, b, base, rs, cs, row, col):
+        """&X[row, col] for row and column strides rs, cs."""
+        return L.gep(b, base, self.elem, L.offset(b, (row, rs), (col, cs)))
 
     # ---------------------------------------------------------------- K == 0: fill
 
-    def _emit_fill(self, b, ctx):
-        spec = self.spec
-        _, _, c, _, ops = self._ctx(b, ctx)
-        zero = L.zeros(self.elem)
-        with L.loop_nest(b, (spec.batch, spec.M, spec.N), name="fill", **AS_WRITTEN) as (bi, i, j):
-            (v,), = self._finish(b, [[zero]], self._flat_row(b, bi, i), j, ops)
-            L.store(b, v, self._at(b, c, spec.c_strides, bi, i, j))
+    def _fill(self, b, part):
+        """C = epilogue(0)."""
+        _, rs, cs = self.spec.c_strides
+        with L.loop_nest(b, (self.spec.M, self.spec.N), name="fill", **AS_WRITTEN) as (i, j):
+            (v,), = self._epilogue(b, [[L.zeros(self.elem)]], L.add(b, part.row_base, i), j,
+                                   part.operands)
+            L.store(b, v, self._at(b, part.c, rs, cs, i, j))
 
-    # ---------------------------------------------------------------- tiny: straight loops
+    # ---------------------------------------------------------------- tiny
 
-    def _emit_tiny(self, b, ctx):
-        """Every dimension <= TINY_DIM: no packing; each row of C is accumulated in
-        vectors across N (chunks of `lanes`, the last of exactly the remaining width),
-        one broadcast of A[i, k] times a row of B per k."""
+    def _tiny(self, b, part):
+        """Every dimension <= TINY_DIM: straight-line code, no packing. Rows of C are
+        accumulated in vectors across N (chunks of `lanes`, the last one exactly as
+        wide as what is left), TINY_ROWS_AT_ONCE rows at a time; per k one broadcast
+        of A[i, k] times a row of B."""
         spec = self.spec
-        a, bm, c, _, ops = self._ctx(b, ctx)
+        (_, a_rs, a_cs), (_, b_rs, b_cs), (_, c_rs, c_cs) = (
+            spec.a_strides, spec.b_strides, spec.c_strides)
         chunks = [(j, min(self.lanes, spec.N - j)) for j in range(0, spec.N, self.lanes)]
-        rows = TINY_ROWS_AT_ONCE
-        with L.for_range(b, spec.batch, name="t") as bi:
-            for i0 in range(0, spec.M, rows):      # rows at once: independent FMA chains
-                group = range(i0, min(i0 + rows, spec.M))
-                accs = {(i, j): L.zeros(L.vector(self.elem, w)) for i in group for j, w in chunks}
-                for k in range(spec.K):             # K <= TINY_DIM: straight-line code
-                    b_row = {j: self._load_row(b, bm, spec.b_strides, bi, k, j, w)
-                             for j, w in chunks}
-                    for i in group:
-                        x = L.load(b, self._at(b, a, spec.a_strides, bi, i, k), self.elem)
-                        for j, w in chunks:
-                            accs[i, j] = L.fma(b, L.splat(b, x, w), b_row[j], accs[i, j])
-                for (i, j), acc in accs.items():
-                    (v,), = self._finish(b, [[acc]], self._flat_row(b, bi, i), L.const(j), ops)
-                    self._store_row(b, v, c, spec.c_strides, bi, i, j)
+        for i0 in range(0, spec.M, TINY_ROWS_AT_ONCE):
+            rows = range(i0, min(i0 + TINY_ROWS_AT_ONCE, spec.M))
+            acc = {(i, j): L.zeros(L.vector(self.elem, w)) for i in rows for j, w in chunks}
+            for k in range(spec.K):
+                b_row = {j: self._load_row(b, part.b, b_rs, b_cs, k, j, w) for j, w in chunks}
+                for i in rows:
+                    x = L.load(b, self._at(b, part.a, a_rs, a_cs, i, k), self.elem)
+                    for j, w in chunks:
+                        acc[i, j] = L.fma(b, L.splat(b, x, w), b_row[j], acc[i, j])
+            for (i, j), value in acc.items():
+                (value,), = self._epilogue(b, [[value]], L.add(b, part.row_base, i),
+                                           L.const(j), part.operands)
+                self._store_row(b, value, part.c, c_rs, c_cs, i, j)
 
-    def _load_row(self, b, base, strides, batch, row, col, width):
-        """X[batch, row, col : col + width] as a <width x T> vector."""
-        if strides[2] == 1:
-            return L.load_vector(b, self._at(b, base, strides, batch, row, col),
-                                 L.vector(self.elem, width))
-        v = ir.Constant(L.vector(self.elem, width), ir.Undefined)
+    def _load_row(self, b, base, rs, cs, row, col, width) -> ir.Value:
+        """X[row, col : col + width] as a <width x T> vector."""
+        ty = L.vector(self.elem, width)
+        if cs == 1:
+            return L.load_vector(b, self._at(b, base, rs, cs, row, col), ty)
+        v = ir.Constant(ty, ir.Undefined)
         for lane in range(width):
-            x = L.load(b, self._at(b, base, strides, batch, row, col + lane), self.elem)
+            x = L.load(b, self._at(b, base, rs, cs, row, col + lane), self.elem)
             v = b.insert_element(v, x, L.const(lane, L.I32))
         return v
 
-    def _store_row(self, b, value, base, strides, batch, row, col):
-        """X[batch, row, col : col + width] = value."""
-        if strides[2] == 1:
-            L.store_vector(b, value, self._at(b, base, strides, batch, row, col))
+    def _store_row(self, b, value, base, rs, cs, row, col):
+        """X[row, col : col + width] = value."""
+        if cs == 1:
+            L.store_vector(b, value, self._at(b, base, rs, cs, row, col))
             return
         for lane in range(value.type.count):
             L.store(b, b.extract_element(value, L.const(lane, L.I32)),
-                    self._at(b, base, strides, batch, row, col + lane))
+                    self._at(b, base, rs, cs, row, col + lane))
 
     # ---------------------------------------------------------------- gemv
 
-    def _emit_gemv(self, b, ctx):
-        """M == 1 or N == 1: out[r] = sum_k X[r, k] y[k], streaming, no packing.
-
-        N == 1: X = A, y = B[:, 0], out = C[:, 0].  M == 1: X = B^T, y = A[0, :],
-        out = C[0, :]. With X's k stride 1 each output is a vector dot product; with
-        X's r stride 1 the kernel streams axpys over k into a contiguous accumulator
-        in scratch; otherwise it falls back to scalar dots.
-        """
+    def _gemv(self, b, part):
+        """M == 1 or N == 1: out[r] = sum_k X[r, k] y[k] over this task's rows r, no
+        packing. X contiguous along r: axpy passes into a contiguous accumulator in
+        scratch; otherwise a dot product per output (vector accumulators when X and y
+        are contiguous along k)."""
         spec = self.spec
-        a, bm, c, scratch, ops = self._ctx(b, ctx)
-        if spec.N == 1:
-            rows, x, xs = spec.M, a, (spec.a_strides[0], spec.a_strides[1], spec.a_strides[2])
-            y, ys = bm, (spec.b_strides[0], spec.b_strides[1])
-            out_stride = spec.c_strides[1]
-        else:
-            rows, x, xs = spec.N, bm, (spec.b_strides[0], spec.b_strides[2], spec.b_strides[1])
-            y, ys = a, (spec.a_strides[0], spec.a_strides[2])
-            out_stride = spec.c_strides[2]
-
-        def position(bi, r):   # (row_index, col_index) of out[r] in C
-            if spec.N == 1:
-                return self._flat_row(b, bi, r), L.const(0)
-            return self._flat_row(b, bi, 0), r
-
-        with L.for_range(b, spec.batch, name="batch", **AS_WRITTEN) as bi:
-            xb = L.gep(b, x, self.elem, L.mul(b, bi, xs[0]))
-            yb = L.gep(b, y, self.elem, L.mul(b, bi, ys[0]))
-            cb = L.gep(b, c, self.elem, L.mul(b, bi, spec.c_strides[0]))
-            if xs[1] == 1 and xs[2] != 1:
-                self._gemv_axpy(b, xb, xs, yb, ys[1], rows, scratch)
-                source = lambda r: L.load(b, L.gep(b, scratch, self.elem, r), self.elem)  # noqa: E731
+        view, _ = _gemv_operands(spec)
+        x, y = (part.a, part.b) if view.x_is_a else (part.b, part.a)
+        r0, r1 = (part.m0, part.m1) if spec.N == 1 else (part.n0, part.n1)
+        _, x_rs, x_ks = view.x_strides
+        y_ks = view.y_strides[1]
+        rows = L.sub(b, r1, r0)
+        if view.axpy:
+            self._gemv_axpy(b, L.gep(b, x, self.elem, r0), x_ks, y, y_ks, rows, part.scratch)
+        with L.for_range(b, r1, start=r0, name="r", **AS_WRITTEN) as r:
+            if view.axpy:
+                value = L.load(b, L.gep(b, part.scratch, self.elem, L.sub(b, r, r0)), self.elem)
             else:
-                source = lambda r: self._dot(b, L.gep(b, xb, self.elem, L.mul(b, r, xs[1])),  # noqa: E731
-                                             xs[2], yb, ys[1])
-            with L.for_range(b, rows, name="r", **AS_WRITTEN) as r:
-                row, col = position(bi, r)
-                (v,), = self._finish(b, [[source(r)]], row, col, ops)
-                L.store(b, v, L.gep(b, cb, self.elem, L.mul(b, r, out_stride)))
+                value = self._dot(b, L.gep(b, x, self.elem, L.mul(b, r, x_rs)), x_ks, y, y_ks)
+            row, col = (r, L.const(0)) if spec.N == 1 else (L.const(0), r)
+            (value,), = self._epilogue(b, [[value]], L.add(b, part.row_base, row), col,
+                                       part.operands)
+            L.store(b, value, L.gep(b, part.c, self.elem, L.mul(b, r, view.out_stride)))
 
     def _dot(self, b, x, x_stride, y, y_stride) -> ir.Value:
-        """sum_k x[k] y[k] over K: four vector accumulators when both are contiguous."""
+        """sum over k < K of x[k] y[k]: DOT_ACCUMULATORS vectors when both are
+        contiguous (then a masked tail), else a scalar loop."""
         K, lanes = self.spec.K, self.lanes
         if x_stride != 1 or y_stride != 1 or K < lanes:
             acc = L.alloca_once(b, self.elem, name="dot")
             L.store(b, L.zeros(self.elem), acc)
             with L.for_range(b, K, name="k", **AS_WRITTEN) as k:
-                xv = L.load(b, L.gep(b, x, self.elem, L.mul(b, k, x_stride)), self.elem)
-                yv = L.load(b, L.gep(b, y, self.elem, L.mul(b, k, y_stride)), self.elem)
-                L.store(b, L.fma(b, xv, yv, L.load(b, acc, self.elem)), acc)
+                xk = L.load(b, L.gep(b, x, self.elem, L.mul(b, k, x_stride)), self.elem)
+                yk = L.load(b, L.gep(b, y, self.elem, L.mul(b, k, y_stride)), self.elem)
+                L.store(b, L.fma(b, xk, yk, L.load(b, acc, self.elem)), acc)
             return L.load(b, acc, self.elem)
-        unroll = 4
-        accs = [L.alloca_once(b, self.vec, name=f"dot{u}") for u in range(unroll)]
+        accs = [L.alloca_once(b, self.vec, name=f"dot{u}") for u in range(DOT_ACCUMULATORS)]
         for slot in accs:
             L.store(b, L.zeros(self.vec), slot)
-        step = unroll * lanes
-        with L.for_range(b, K // step * step, step=step, name="k", **AS_WRITTEN) as k:
+
+        def step(k, slot, mask=None):
+            load = ((lambda p: L.load_vector(b, p, self.vec)) if mask is None
+                    else (lambda p: L.masked_load(b, p, self.vec, mask)))
+            xv, yv = (load(L.gep(b, p, self.elem, k)) for p in (x, y))
+            L.store(b, L.fma(b, xv, yv, L.load(b, slot, self.vec)), slot)
+
+        step_k = DOT_ACCUMULATORS * lanes
+        with L.for_range(b, K // step_k * step_k, step=step_k, name="k", **AS_WRITTEN) as k:
             for u, slot in enumerate(accs):
-                kk = L.add(b, k, u * lanes)
-                xv = L.load_vector(b, L.gep(b, x, self.elem, kk), self.vec)
-                yv = L.load_vector(b, L.gep(b, y, self.elem, kk), self.vec)
-                L.store(b, L.fma(b, xv, yv, L.load(b, slot, self.vec)), slot)
-        with L.for_range(b, K // lanes * lanes, start=K // step * step, step=lanes,
+                step(L.add(b, k, u * lanes), slot)
+        with L.for_range(b, K // lanes * lanes, start=K // step_k * step_k, step=lanes,
                          name="kv", **AS_WRITTEN) as k:
-            xv = L.load_vector(b, L.gep(b, x, self.elem, k), self.vec)
-            yv = L.load_vector(b, L.gep(b, y, self.elem, k), self.vec)
-            L.store(b, L.fma(b, xv, yv, L.load(b, accs[0], self.vec)), accs[0])
+            step(k, accs[0])
         if K % lanes:
-            mask = L.lane_mask(b, K % lanes, lanes)
-            tail = K // lanes * lanes
-            xv = L.masked_load(b, L.gep(b, x, self.elem, tail), self.vec, mask)
-            yv = L.masked_load(b, L.gep(b, y, self.elem, tail), self.vec, mask)
-            L.store(b, L.fma(b, xv, yv, L.load(b, accs[1], self.vec)), accs[1])
+            step(L.const(K // lanes * lanes), accs[1], L.lane_mask(b, K % lanes, lanes))
         total = L.load(b, accs[0], self.vec)
         for slot in accs[1:]:
             total = b.fadd(total, L.load(b, slot, self.vec))
         return L.reduce_add(b, total)
 
-    def _gemv_axpy(self, b, x, xs, y, y_stride, rows, out):
-        """out[0:rows] = sum_k X[:, k] * y[k], X's rows contiguous (stride 1): passes
-        over `out` adding AXPY_COLUMNS columns of X each (one load and store of out per
+    def _gemv_axpy(self, b, x, x_col_stride, y, y_stride, rows, out):
+        """out[0:rows] = sum over k of X[:, k] y[k], X's rows contiguous: passes over
+        `out` adding AXPY_COLUMNS columns of X each (one load and store of out per
         AXPY_COLUMNS FMAs)."""
         K, step = self.spec.K, AXPY_COLUMNS
-        L.memset_zero(b, out, rows * self.size)
+        L.memset_zero(b, out, L.mul(b, rows, self.size))
         with L.for_range(b, K // step * step, step=step, name="k", **AS_WRITTEN) as k:
-            self._axpy_pass(b, x, xs[2], y, y_stride, rows, out,
-                            [L.add(b, k, u) for u in range(step)])
+            ks = [L.add(b, k, u) for u in range(step)]
+            self._axpy_pass(b, x, x_col_stride, y, y_stride, rows, out, ks)
         with L.for_range(b, K, start=K // step * step, name="kt", **AS_WRITTEN) as k:
-            self._axpy_pass(b, x, xs[2], y, y_stride, rows, out, [k])
+            self._axpy_pass(b, x, x_col_stride, y, y_stride, rows, out, [k])
 
     def _axpy_pass(self, b, x, x_col_stride, y, y_stride, rows, out, ks):
-        """out[0:rows] += sum over k in ks of X[:, k] * y[k]."""
+        """out[0:rows] += sum over k in ks of X[:, k] y[k]."""
         lanes = self.lanes
         scales = [L.load(b, L.gep(b, y, self.elem, L.mul(b, k, y_stride)), self.elem)
                   for k in ks]
         splats = [L.splat(b, s, lanes) for s in scales]
         columns = [L.gep(b, x, self.elem, L.mul(b, k, x_col_stride)) for k in ks]
-        vector_rows = rows // lanes * lanes
+        vector_rows = L.floor_multiple(b, rows, lanes)
         with L.for_range(b, vector_rows, step=lanes, name="r", **AS_WRITTEN) as r:
             dst = L.gep(b, out, self.elem, r)
             acc = L.load_vector(b, dst, self.vec)
             for column, scale in zip(columns, splats):
-                acc = L.fma(b, L.load_vector(b, L.gep(b, column, self.elem, r), self.vec),
-                            scale, acc)
+                xv = L.load_vector(b, L.gep(b, column, self.elem, r), self.vec)
+                acc = L.fma(b, xv, scale, acc)
             L.store_vector(b, acc, dst)
         with L.for_range(b, rows, start=vector_rows, name="rt", **AS_WRITTEN) as r:
             dst = L.gep(b, out, self.elem, r)
@@ -645,127 +691,90 @@ class _Emitter:
 
     # ---------------------------------------------------------------- blocked
 
-    def _emit_blocked(self, b, ctx):
-        task = self._emit_task()
-        n = self.parts.tasks
-        if n == 1 or not _thread_pool_ready():
-            b.call(task, [ctx, L.const(0), L.const(n)])
-            return
-        b.call(_parallel_for(self.module), [task, ctx, L.const(n), L.const(1)])
-
-    def _emit_task(self) -> ir.Function:
-        """`void name.task(ptr ctx, i64 begin, i64 end)`: tasks [begin, end) of the grid,
-        each with its own packing buffers in scratch."""
-        spec, blk, parts = self.spec, self.blk, self.parts
-        fn, b = self._function(f"{self.name}.task", [L.PTR, L.INDEX, L.INDEX],
-                               linkage="external")
-        ctx, begin, end = fn.args
-        macro = self._emit_macro()
-        a, bm, c, scratch, _ = self._ctx(b, ctx)
-        a_bytes = _round_up(blk.mc * blk.kc * spec.itemsize, ALIGN)
-        per_group = parts.pm * parts.pn
-        with L.for_range(b, end, start=begin, name="task", **AS_WRITTEN) as t:
-            group = b.sdiv(t, L.const(per_group))
-            rest = b.srem(t, L.const(per_group))
-            m0 = L.mul(b, b.sdiv(rest, L.const(parts.pn)), parts.mt)
-            n0 = L.mul(b, b.srem(rest, L.const(parts.pn)), parts.nt)
-            slot = L.gep(b, scratch, ir.IntType(8), L.mul(b, t, _slot_bytes(spec, blk)))
-            ap, bp = slot, L.gep(b, slot, ir.IntType(8), a_bytes)
-            b0 = L.mul(b, group, parts.bt)
-            with L.for_range(b, L.minimum(b, L.add(b, b0, parts.bt), spec.batch), start=b0,
-                             name="batch", **AS_WRITTEN) as bi:
-                part = _Part(
-                    a=L.gep(b, a, self.elem, L.mul(b, bi, spec.a_strides[0])),
-                    b=L.gep(b, bm, self.elem, L.mul(b, bi, spec.b_strides[0])),
-                    c=L.gep(b, c, self.elem, L.mul(b, bi, spec.c_strides[0])),
-                    m0=m0, m1=L.minimum(b, L.add(b, m0, parts.mt), spec.M),
-                    n0=n0, n1=L.minimum(b, L.add(b, n0, parts.nt), spec.N),
-                    row_base=L.mul(b, bi, spec.M))
-                self._block_loops(b, macro, ctx, part, ap, bp)
-        b.ret_void()
-        return fn
-
-    def _block_loops(self, b, macro, ctx, part, ap, bp):
-        """The jc / pc / ic loops over one task's part of C."""
+    def _blocked(self, b, part):
+        """The jc / pc / ic loops over this task's part of C (module docstring)."""
         spec, blk = self.spec, self.blk
-        pack_a, pack_b = self._packer(blk.mr), self._packer(blk.nr)
-        a_rs, a_cs = spec.a_strides[1:]
-        b_rs, b_cs = spec.b_strides[1:]
+        pack_a, pack_b, macro = self._packer(blk.mr), self._packer(blk.nr), self._macro()
+        ap = part.scratch
+        bp = L.gep(b, part.scratch, ir.IntType(8), _a_block_bytes(spec, blk))
+        (_, a_rs, a_cs), (_, b_rs, b_cs), (_, c_rs, c_cs) = (
+            spec.a_strides, spec.b_strides, spec.c_strides)
         k_blocks = _ceil_div(spec.K, blk.kc)
-        with L.for_range(b, part.n1, start=part.n0, step=blk.nc, name="jc", **AS_WRITTEN) as jc:
+        ops = list(part.operands)
+        with L.for_range(b, part.n1, start=part.n0, step=blk.nc, name="jc",
+                         **AS_WRITTEN) as jc:
             ncur = L.minimum(b, blk.nc, L.sub(b, part.n1, jc))
             with L.for_range(b, k_blocks, name="pcb", **AS_WRITTEN) as pcb:
                 pc = L.mul(b, pcb, blk.kc)
                 kcur = L.minimum(b, blk.kc, L.sub(b, spec.K, pc))
-                b_src = L.gep(b, part.b, self.elem, L.offset(b, (pc, b_rs), (jc, b_cs)))
-                # B block: panels of nr columns; k steps along B's rows.
-                b.call(pack_b, [bp, b_src, L.const(b_rs), L.const(b_cs), kcur, ncur])
-                with L.for_range(b, part.m1, start=part.m0, step=blk.mc, name="ic", **AS_WRITTEN) as ic:
+                # B block: panels of nr columns (x), k along B's rows.
+                b.call(pack_b, [bp, self._at(b, part.b, b_rs, b_cs, pc, jc),
+                                L.const(b_rs), L.const(b_cs), kcur, ncur])
+                with L.for_range(b, part.m1, start=part.m0, step=blk.mc, name="ic",
+                                 **AS_WRITTEN) as ic:
                     mcur = L.minimum(b, blk.mc, L.sub(b, part.m1, ic))
-                    a_src = L.gep(b, part.a, self.elem, L.offset(b, (ic, a_rs), (pc, a_cs)))
-                    # A block: panels of mr rows; k steps along A's columns.
-                    b.call(pack_a, [ap, a_src, L.const(a_cs), L.const(a_rs), kcur, mcur])
-                    c_blk = L.gep(b, part.c, self.elem,
-                                  L.offset(b, (ic, spec.c_strides[1]), (jc, spec.c_strides[2])))
-                    b.call(macro, [ctx, ap, bp, c_blk, mcur, ncur, kcur, pcb,
-                                   L.add(b, part.row_base, ic), jc])
+                    # A block: panels of mr rows (x), k along A's columns.
+                    b.call(pack_a, [ap, self._at(b, part.a, a_rs, a_cs, ic, pc),
+                                    L.const(a_cs), L.const(a_rs), kcur, mcur])
+                    b.call(macro, [ap, bp, self._at(b, part.c, c_rs, c_cs, ic, jc),
+                                   mcur, ncur, kcur, pcb, L.add(b, part.row_base, ic), jc,
+                                   *ops])
 
-    # ---------------------------------------------------------------- macro kernel
-
-    def _emit_macro(self) -> ir.Function:
-        """`name.macro(ctx, Ap, Bp, C, mcur, ncur, kcur, k_block, row, col)`: every
-        mr x nr tile of a packed A block times a packed B block, into the C block at
-        `C` (flat row `row`, column `col`); the epilogue after the last K block."""
+    def _macro(self) -> ir.Function:
+        """`name.macro(Ap, Bp, C, mcur, ncur, kcur, k_block, row, col, op...)`: every
+        mr x nr tile of a packed A block times a packed B block into the C block at `C`
+        (whose first element is C[row, col], row flattened); after the last K block
+        each finished tile goes through the epilogue."""
         spec, blk = self.spec, self.blk
-        args = [L.PTR] * 4 + [L.INDEX] * 6
-        fn, b = self._function(f"{self.name}.macro", args)
-        ctx, ap, bp, c, mcur, ncur, kcur, k_block, row, col = fn.args
+        nops = spec.epilogue_operands
+        fn, b = self._function(f"{self.name}.macro", [L.PTR] * 3 + [L.INDEX] * 6
+                               + [L.PTR] * nops)
+        ap, bp, c, mcur, ncur, kcur, k_block, row, col, *ops = fn.args
         ukernel = self._ukernel()
-        *_, ops = self._ctx(b, ctx)
-        rs, cs = spec.c_strides[1:]
+        _, rs, cs = spec.c_strides
         accumulate = b.icmp_signed(">", k_block, L.const(0))
         last = b.icmp_signed("==", k_block, L.const(_ceil_div(spec.K, blk.kc) - 1))
         with L.for_range(b, ncur, step=blk.nr, name="jr", **AS_WRITTEN) as jr:
             b_panel = L.gep(b, bp, self.elem, L.mul(b, jr, kcur))
             n_valid = L.minimum(b, blk.nr, L.sub(b, ncur, jr))
-            with L.for_range(b, mcur, step=blk.mr, name="ir", **AS_WRITTEN) as i_r:
-                a_panel = L.gep(b, ap, self.elem, L.mul(b, i_r, kcur))
-                m_valid = L.minimum(b, blk.mr, L.sub(b, mcur, i_r))
-                tile = L.gep(b, c, self.elem, L.offset(b, (i_r, rs), (jr, cs)))
+            with L.for_range(b, mcur, step=blk.mr, name="ir", **AS_WRITTEN) as ir_:
+                a_panel = L.gep(b, ap, self.elem, L.mul(b, ir_, kcur))
+                m_valid = L.minimum(b, blk.mr, L.sub(b, mcur, ir_))
+                tile = self._at(b, c, rs, cs, ir_, jr)
                 b.call(ukernel, [kcur, a_panel, b_panel, tile, L.const(rs), L.const(cs),
                                  m_valid, n_valid, accumulate])
                 if spec.epilogue is not None:
                     with b.if_then(last):
-                        self._epilogue_pass(b, tile, m_valid, n_valid, L.add(b, row, i_r),
-                                            L.add(b, col, jr), ops)
+                        self._epilogue_pass(b, tile, m_valid, n_valid, L.add(b, row, ir_),
+                                            L.add(b, col, jr), tuple(ops))
         b.ret_void()
         return fn
 
-    def _epilogue_pass(self, b, c, rows, cols, row, col, ops):
-        """C[:rows, :cols] = epilogue(C[:rows, :cols]) for the tile at `c` (L1-hot):
-        whole vectors along the row, then a scalar tail."""
+    def _epilogue_pass(self, b, c, rows, cols, row, col, operands):
+        """C[:rows, :cols] = epilogue(C[:rows, :cols]) for the tile at `c` (in L1):
+        whole vectors along each row, then a scalar tail."""
         lanes = self.lanes
-        rs, cs = self.spec.c_strides[1:]
-        full = L.mul(b, b.sdiv(cols, L.const(lanes)), lanes) if cs == 1 else L.const(0)
+        _, rs, cs = self.spec.c_strides
+        full = L.floor_multiple(b, cols, lanes) if cs == 1 else L.const(0)
         with L.for_range(b, rows, name="er", **AS_WRITTEN) as i:
             c_row = L.gep(b, c, self.elem, L.mul(b, i, rs))
             flat_row = L.add(b, row, i)
             with L.for_range(b, full, step=lanes, name="ev", **AS_WRITTEN) as j:
                 ptr = L.gep(b, c_row, self.elem, j)
-                (v,), = self._finish(b, [[L.load_vector(b, ptr, self.vec)]], flat_row,
-                                     L.add(b, col, j), ops)
+                (v,), = self._epilogue(b, [[L.load_vector(b, ptr, self.vec)]], flat_row,
+                                       L.add(b, col, j), operands)
                 L.store_vector(b, v, ptr)
             with L.for_range(b, cols, start=full, name="es", **AS_WRITTEN) as j:
                 ptr = L.gep(b, c_row, self.elem, L.mul(b, j, cs))
-                (v,), = self._finish(b, [[L.load(b, ptr, self.elem)]], flat_row,
-                                     L.add(b, col, j), ops)
+                (v,), = self._epilogue(b, [[L.load(b, ptr, self.elem)]], flat_row,
+                                       L.add(b, col, j), operands)
                 L.store(b, v, ptr)
 
     # ---------------------------------------------------------------- shared kernels
 
     def _shared(self, name, args, emit) -> ir.Function:
-        """A shape-independent kernel, emitted once per module and reused by every GEMM
-        in it (they depend on dtype and tile only, so LLVM optimizes them once)."""
+        """A kernel that depends on dtype and tile only: emitted once per module and
+        called by every GEMM in it, so LLVM optimizes and compiles it once."""
         existing = self.module.globals.get(name)
         if existing is not None:
             return existing
@@ -776,7 +785,7 @@ class _Emitter:
         return fn
 
     def _packer(self, width) -> ir.Function:
-        """`pack(dst, src, k_stride, x_stride, kcur, xcur)`: panels of `width`:
+        """`pack(dst, src, k_stride, x_stride, kcur, xcur)`: panels of `width`,
         dst[p][k][x] = src[k*k_stride + (p*width + x)*x_stride], zero-padded past xcur."""
         def emit(fn, b):
             dst, src, k_stride, x_stride, kcur, xcur = fn.args
@@ -787,14 +796,15 @@ class _Emitter:
             with L.for_range(b, full, name="p", **AS_WRITTEN) as p:
                 self._pack_full_panel(b, L.gep(b, dst, self.elem, L.mul(b, p, panel)),
                                       L.gep(b, src, self.elem,
-                                            L.mul(b, L.mul(b, p, width), x_stride)),
+                                            L.mul(b, p, L.mul(b, x_stride, width))),
                                       k_stride, x_stride, kcur, width)
             rem = b.srem(xcur, L.const(width))
             with b.if_then(b.icmp_signed(">", rem, L.const(0))):
                 self._pack_edge_panel(b, L.gep(b, dst, self.elem, L.mul(b, full, panel)),
                                       L.gep(b, src, self.elem,
-                                            L.mul(b, L.mul(b, full, width), x_stride)),
+                                            L.mul(b, full, L.mul(b, x_stride, width))),
                                       k_stride, x_stride, kcur, rem, width)
+
         name = f"tessel.gemm.pack.{self.spec.dtype}.{width}"
         return self._shared(name, [L.PTR, L.PTR] + [L.INDEX] * 4, emit)
 
@@ -802,33 +812,31 @@ class _Emitter:
         """dst[k*width + x] = src[k*k_stride + x*x_stride] for x < width, k < kcur.
 
         x contiguous (A column-major, B row-major): one <width x T> copy per k.
-        k contiguous (A row-major, B column-major): blocks of lanes x lanes transposed
-        in registers. Otherwise: `width` scalar copies per k.
+        k contiguous (A row-major, B column-major): lanes x lanes blocks transposed in
+        registers, the k tail element by element. Otherwise element by element.
         """
-        x_contiguous = b.icmp_signed("==", x_stride, L.const(1))
-        k_contiguous = b.icmp_signed("==", k_stride, L.const(1))
-        with b.if_else(x_contiguous) as (copy_rows, other):
+        with b.if_else(b.icmp_signed("==", x_stride, L.const(1))) as (copy_rows, other):
             with copy_rows:
                 row = L.vector(self.elem, width)
                 with L.for_range(b, kcur, name="kv", **AS_WRITTEN) as k:
                     x = L.load_vector(b, L.gep(b, src, self.elem, L.mul(b, k, k_stride)), row)
                     L.store_vector(b, x, L.gep(b, dst, self.elem, L.mul(b, k, width)))
             with other:
-                k_main = L.mul(b, b.sdiv(kcur, L.const(self.lanes)), self.lanes)
-                k_main = b.select(k_contiguous, k_main, L.const(0))
+                k_contiguous = b.icmp_signed("==", k_stride, L.const(1))
+                k_main = b.select(k_contiguous, L.floor_multiple(b, kcur, self.lanes),
+                                  L.const(0))
                 self._pack_transposing(b, dst, src, x_stride, k_main, width)
                 self._pack_gather(b, dst, src, k_stride, x_stride, k_main, kcur, width)
 
     def _pack_transposing(self, b, dst, src, x_stride, k_end, width):
-        """k < k_end of a panel whose source is contiguous along k: per lanes-wide step
-        of k, load each source row (x) as a vector, transpose lanes x lanes blocks, and
-        store the columns (one per k) as <width x T> slices of the packed panel."""
+        """k < k_end (a multiple of lanes) of a panel whose source is contiguous along
+        k: load lanes k-values of each source row x, transpose the lanes x lanes blocks,
+        store each column (one k) as a slice of the packed row k."""
         lanes = self.lanes
         with L.for_range(b, k_end, step=lanes, name="kb", **AS_WRITTEN) as k0:
             for x0 in range(0, width, lanes):
                 count = min(lanes, width - x0)
-                rows = [L.load_vector(b, L.gep(b, src, self.elem, L.add(
-                            b, L.mul(b, x0 + x, x_stride), k0)), self.vec)
+                rows = [L.load_vector(b, self._at(b, src, x_stride, 1, x0 + x, k0), self.vec)
                         if x < count else L.zeros(self.vec) for x in range(lanes)]
                 for k, column in enumerate(L.transpose(b, rows)):
                     at = L.add(b, L.mul(b, L.add(b, k0, k), width), x0)
@@ -845,7 +853,7 @@ class _Emitter:
                 L.store(b, value, L.gep(b, row_dst, self.elem, x))
 
     def _pack_edge_panel(self, b, dst, src, k_stride, x_stride, kcur, count, width):
-        """The last panel, count < width valid columns: copy them, zero the rest."""
+        """The last panel, with count < width columns: copy them, zero the rest."""
         with L.for_range(b, kcur, name="ke", **AS_WRITTEN) as k:
             row_src = L.gep(b, src, self.elem, L.mul(b, k, k_stride))
             row_dst = L.gep(b, dst, self.elem, L.mul(b, k, width))
@@ -860,7 +868,6 @@ class _Emitter:
         """`ukernel(kc, Ap, Bp, C, rs, cs, m_valid, n_valid, accumulate)`: the mr x nr
         register tile Ap @ Bp over kc steps, then C[:m_valid, :n_valid] (+)= tile."""
         blk = self.blk
-        name = f"tessel.gemm.ukernel.{self.spec.dtype}.{blk.mr}x{blk.nr}"
 
         def emit(fn, b):
             kc, ap, bp, c, rs, cs, m_valid, n_valid, accumulate = fn.args
@@ -870,18 +877,20 @@ class _Emitter:
             full = b.and_(b.and_(b.icmp_signed("==", m_valid, L.const(blk.mr)),
                                  b.icmp_signed("==", n_valid, L.const(blk.nr))),
                           b.icmp_signed("==", cs, L.const(1)))
-            with b.if_else(full, likely=True) as (then, otherwise):
-                with then:
+            with b.if_else(full, likely=True) as (whole, edge):
+                with whole:
                     self._store_full(b, tile, c, rs, accumulate)
-                with otherwise:
+                with edge:
                     self._store_edge(b, tile, c, rs, cs, m_valid, n_valid, accumulate)
 
+        name = f"tessel.gemm.ukernel.{self.spec.dtype}.{blk.mr}x{blk.nr}"
         return self._shared(name, [L.INDEX, L.PTR, L.PTR, L.PTR, L.INDEX, L.INDEX,
                                    L.INDEX, L.INDEX, L.I1], emit)
 
     def _tile_product(self, b, a_panel, b_panel, kc) -> list[list[ir.Value]]:
-        """sum over k < kc of A panel column k (broadcast) times B panel row k (vectors),
-        accumulated in mr x nv vector registers (entry-block allocas, promoted)."""
+        """sum over k < kc of A panel column k (broadcasts) times B panel row k
+        (vectors), in mr x nv accumulators (entry-block allocas, promoted to registers);
+        the k loop unrolled K_UNROLL times."""
         blk = self.blk
         nv = blk.nr // blk.lanes
         accs = [[L.alloca_once(b, self.vec, name=f"c{i}_{j}") for j in range(nv)]
@@ -890,17 +899,17 @@ class _Emitter:
             L.store(b, L.zeros(self.vec), slot)
 
         def step(k):
-            bk = L.gep(b, b_panel, self.elem, L.mul(b, k, blk.nr))
-            bvals = [L.load_vector(b, L.gep(b, bk, self.elem, j * blk.lanes), self.vec,
-                                   align=ALIGN) for j in range(nv)]
-            ak = L.gep(b, a_panel, self.elem, L.mul(b, k, blk.mr))
+            b_row = L.gep(b, b_panel, self.elem, L.mul(b, k, blk.nr))
+            bk = [L.load_vector(b, L.gep(b, b_row, self.elem, j * blk.lanes), self.vec,
+                                align=ALIGN) for j in range(nv)]
+            a_col = L.gep(b, a_panel, self.elem, L.mul(b, k, blk.mr))
             for i in range(blk.mr):
-                ai = L.splat(b, L.load(b, L.gep(b, ak, self.elem, i), self.elem), blk.lanes)
+                aik = L.splat(b, L.load(b, L.gep(b, a_col, self.elem, i), self.elem), blk.lanes)
                 for j in range(nv):
                     slot = accs[i][j]
-                    L.store(b, L.fma(b, ai, bvals[j], L.load(b, slot, self.vec)), slot)
+                    L.store(b, L.fma(b, aik, bk[j], L.load(b, slot, self.vec)), slot)
 
-        main = b.and_(kc, L.const(-K_UNROLL))
+        main = L.floor_multiple(b, kc, K_UNROLL)
         with L.for_range(b, main, step=K_UNROLL, name="k", **AS_WRITTEN) as k:
             for u in range(K_UNROLL):
                 step(L.add(b, k, u))
@@ -909,9 +918,9 @@ class _Emitter:
         return [[L.load(b, slot, self.vec) for slot in row] for row in accs]
 
     def _store_full(self, b, tile, c, rs, accumulate):
-        lanes = self.lanes
-        ptrs = [L.gep(b, c, self.elem, L.add(b, L.mul(b, i, rs), j * lanes))
-                for i in range(len(tile)) for j in range(len(tile[0]))]
+        """C tile (+)= tile, whole vectors (C's columns contiguous)."""
+        ptrs = [self._at(b, c, rs, 1, i, j * self.lanes)
+                for i, row in enumerate(tile) for j in range(len(row))]
         flat = [v for row in tile for v in row]
         flat = L.branch_values(
             b, accumulate,
@@ -921,7 +930,8 @@ class _Emitter:
             L.store_vector(b, v, p)
 
     def _store_edge(self, b, tile, c, rs, cs, m_valid, n_valid, accumulate):
-        """Partial tiles (or a C with non-unit column stride): spill, then scalar loops."""
+        """C[:m_valid, :n_valid] (+)= tile for partial tiles (or C with non-unit column
+        stride): spill the tile to the stack, then element by element."""
         blk = self.blk
         buf = L.alloca_once(b, ir.ArrayType(self.elem, blk.mr * blk.nr), name="edge",
                             align=ALIGN)
@@ -930,35 +940,11 @@ class _Emitter:
                 L.store_vector(b, v, L.gep(b, buf, self.elem, i * blk.nr + j * blk.lanes),
                                align=ALIGN)
         with L.loop_nest(b, (m_valid, n_valid), name="e", **AS_WRITTEN) as (i, j):
-            ptr = L.gep(b, c, self.elem, L.add(b, L.mul(b, i, rs), L.mul(b, j, cs)))
+            ptr = self._at(b, c, rs, cs, i, j)
             v = L.load(b, L.gep(b, buf, self.elem, L.add(b, L.mul(b, i, blk.nr), j)),
                        self.elem)
-            old = L.load(b, ptr, self.elem)     # C is valid memory: select, no branch
+            old = L.load(b, ptr, self.elem)     # inside C: a select, not a branch
             L.store(b, b.select(accumulate, b.fadd(v, old), v), ptr)
-
-
-@dataclass
-class _Part:
-    """One task's share of a batch element: rows [m0, m1), columns [n0, n1)."""
-    a: ir.Value
-    b: ir.Value
-    c: ir.Value
-    m0: ir.Value
-    m1: ir.Value
-    n0: ir.Value
-    n1: ir.Value
-    row_base: ir.Value      # flat row of this batch element's row 0
-
-
-K_UNROLL = 4
-
-# Loops this generator already vectorized / unrolled itself, or cold ones: LLVM leaves
-# them as written (unrolling and re-vectorizing them only costs compile time).
-AS_WRITTEN = {"unroll": False, "vectorize": False}
-
-
-def _unflatten(flat, width):
-    return [flat[i:i + width] for i in range(0, len(flat), width)]
 
 
 def _align_up(b: ir.IRBuilder, ptr: ir.Value) -> ir.Value:
@@ -971,54 +957,40 @@ def _align_up(b: ir.IRBuilder, ptr: ir.Value) -> ir.Value:
 # --------------------------------------------------------------------------- convenience
 
 class CompiledGemm:
-    """A JIT-compiled GEMM callable on NumPy arrays (for tests and benchmarks)."""
+    """A JIT-compiled GEMM called on NumPy arrays (tests, benchmarks): operands are
+    passed by their data pointers, so their memory must match the spec's strides."""
 
     def __init__(self, spec: GemmSpec, threads: int | None = None, tile=None):
         self.spec = spec
         module = ir.Module(name="gemm")
         emit_gemm(module, spec, "gemm", threads=threads, tile=tile)
         self.jit = JitModule(str(module))
-        n = 4 + spec.epilogue_operands
-        self._fn = self.jit.function("gemm", None, *[ctypes.c_void_p] * n)
-        self._np = _DTYPES[spec.dtype][2]
+        self._fn = self.jit.function("gemm", None,
+                                     *[ctypes.c_void_p] * (4 + spec.epilogue_operands))
+        self._dtype = np.dtype(_DTYPES[spec.dtype][2])
         self._scratch = np.empty(scratch_bytes(spec, threads=threads, tile=tile), np.uint8)
 
     def __call__(self, a: np.ndarray, b: np.ndarray, *operands: np.ndarray,
                  out: np.ndarray | None = None) -> np.ndarray:
-        """C for operands laid out as the spec's strides describe, starting at a[0] / b[0]."""
+        """Run on `a`, `b` (and the epilogue's operands) into `out`, by default a fresh
+        contiguous (batch, M, N) array (2-D when batch == 1)."""
         spec = self.spec
-        for x in (a, b):
-            if x.dtype != self._np:
-                raise TypeError(f"expected {self._np.__name__} operands, got {x.dtype}")
+        for x in (a, b, out):
+            if x is not None and x.dtype != self._dtype:
+                raise TypeError(f"expected {self._dtype} operands, got {x.dtype}")
         if out is None:
-            out = np.empty(max(_extent(spec.c_strides, spec.batch, spec.M, spec.N), 1),
-                           self._np)
-        ptrs = [x.ctypes.data for x in (a, b, out, self._scratch) + tuple(operands)]
-        self._fn(*ptrs)
+            if spec.c_strides != _strides(None, spec.M, spec.N):
+                raise ValueError("pass `out` for a C with non-default strides")
+            shape = (spec.M, spec.N) if spec.batch == 1 else (spec.batch, spec.M, spec.N)
+            out = np.empty(shape, self._dtype)
+        self._fn(*(x.ctypes.data for x in (a, b, out, self._scratch, *operands)))
         return out
 
     def assembly(self) -> str:
         return self.jit.assembly()
 
 
-def _extent(strides, batch, rows, cols) -> int:
-    if 0 in (batch, rows, cols):
-        return 0
-    return (batch - 1) * strides[0] + (rows - 1) * strides[1] + (cols - 1) * strides[2] + 1
-
-
-def compile_gemm(spec: GemmSpec, threads: int | None = None, tile=None) -> Callable:
-    """`f(A, B) -> C` for contiguous (batch, M, K) @ (batch, K, N) NumPy arrays (2-D when
-    batch == 1), or any arrays whose memory matches the spec's strides (then the result
-    is the flat C buffer). JIT-compiles one kernel for `spec`."""
-    kernel = CompiledGemm(spec, threads=threads, tile=tile)
-
-    def run(a: np.ndarray, b: np.ndarray, *operands: np.ndarray) -> np.ndarray:
-        flat = kernel(a, b, *operands)
-        if spec.c_strides == _strides(None, spec.M, spec.N):
-            shape = (spec.M, spec.N) if spec.batch == 1 else (spec.batch, spec.M, spec.N)
-            return flat[:spec.batch * spec.M * spec.N].reshape(shape)
-        return flat
-
-    run.kernel = kernel
-    return run
+def compile_gemm(spec: GemmSpec, threads: int | None = None, tile=None) -> CompiledGemm:
+    """`f(A, B) -> C` for NumPy arrays laid out as `spec` says (contiguous by default),
+    JIT-compiled for this host."""
+    return CompiledGemm(spec, threads=threads, tile=tile)

@@ -62,6 +62,15 @@ def sub(builder: ir.IRBuilder, a, b) -> ir.Value:
     return builder.sub(as_index(a), as_index(b), flags=["nsw"])
 
 
+def floor_multiple(builder: ir.IRBuilder, a, multiple: int) -> ir.Value:
+    """a rounded down to a multiple of `multiple` (a >= 0; a power of two masks)."""
+    if not isinstance(a, ir.Value):
+        return const(a // multiple * multiple)
+    if multiple & (multiple - 1) == 0:
+        return builder.and_(a, const(-multiple))
+    return builder.mul(builder.sdiv(a, const(multiple)), const(multiple), flags=["nsw"])
+
+
 def minimum(builder: ir.IRBuilder, a, b) -> ir.Value:
     a, b = as_index(a), as_index(b)
     return builder.select(builder.icmp_signed("<", a, b), a, b)

@@ -149,7 +149,9 @@ def test_broadcast_batch_operand():
 
 # ----------------------------------------------------------------------------- threads
 
-@pytest.mark.parametrize("shape", [(300, 200, 100), (2, 150, 160, 120), (40, 600, 200)])
+@pytest.mark.parametrize("shape", [(300, 200, 100), (2, 150, 160, 120), (40, 600, 200),
+                                   (200, 16, 16, 16), (3000, 1, 300), (1, 3000, 300),
+                                   (4, 1, 1000, 200)])
 def test_threads(shape):
     *batch, m, n, k = shape
     a, b = sample((*batch, m, k)), sample((*batch, k, n), seed=1)
@@ -157,18 +159,19 @@ def test_threads(shape):
     assert G.plan(spec, threads=2).partition.tasks > 1
     one, two = run(a, b, threads=1), run(a, b, threads=2)
     check(two, reference(a, b), k)
-    np.testing.assert_array_equal(one, two)     # same blocks and sums per element
+    np.testing.assert_array_equal(one, two)     # same blocks, same sums per element
 
 
 def test_partition_cost_model():
+    tasks = lambda spec, threads: G.plan(spec, threads=threads).partition  # noqa: E731
     big = G.GemmSpec("f32", 1024, 1024, 1024)
-    blk = G.blocking(big)
-    assert G.partition(big, blk, 1).tasks == 1
-    assert G.partition(big, blk, 2).tasks % 2 == 0
-    small = G.GemmSpec("f32", 64, 64, 64)          # below PARALLEL_MIN_FLOPS
-    assert G.partition(small, G.blocking(small), 2).tasks == 1
-    batched = G.GemmSpec("f32", 32, 32, 32, batch=1000)
-    assert G.partition(batched, G.blocking(batched), 2).tasks <= 8
+    assert tasks(big, 1).tasks == 1
+    assert tasks(big, 2).tasks % 2 == 0
+    assert tasks(G.GemmSpec("f32", 64, 64, 64), 2).tasks == 1     # < PARALLEL_MIN_FLOPS
+    tiny = tasks(G.GemmSpec("f32", 16, 16, 16, batch=1000), 2)
+    assert 1 < tiny.tasks <= 8 and tiny.pm == tiny.pn == 1         # batch split only
+    gemv = tasks(G.GemmSpec("f32", 4096, 1, 4096), 2)
+    assert gemv.pm > 1 and gemv.mt % 16 == 0
 
 
 # ----------------------------------------------------------------------------- epilogues
@@ -210,9 +213,10 @@ def residual(n_cols):
     return epilogue
 
 
-@pytest.mark.parametrize("m,n,k", [(7, 13, 5), (100, 1, 50), (1, 100, 50), (33, 65, 17),
-                                   (131, 97, 300), (20, 37, 0)])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("m,n,k,dtype", [
+    (7, 13, 5, np.float32), (100, 1, 50, np.float32), (1, 100, 50, np.float32),
+    (33, 65, 17, np.float32), (131, 97, 300, np.float32), (20, 37, 0, np.float32),
+    (7, 13, 5, np.float64), (1, 100, 50, np.float64), (131, 97, 300, np.float64)])
 def test_epilogue_bias_relu(m, n, k, dtype):
     a, b = sample((m, k), dtype), sample((k, n), dtype, seed=1)
     bias = sample((n,), dtype, seed=2)
@@ -260,7 +264,8 @@ def test_micro_kernel_is_zmm_fmas_without_spills():
 
 def test_scratch_bytes():
     assert G.scratch_bytes(G.GemmSpec("f32", 5, 5, 5)) == 0
-    assert G.scratch_bytes(G.GemmSpec("f32", 500, 1, 5)) >= 500 * 4
+    assert G.scratch_bytes(G.GemmSpec("f32", 500, 1, 5)) == 0        # dot products
+    assert G.scratch_bytes(G.GemmSpec("f32", 1, 500, 5)) >= 500 * 4  # axpy accumulator
     spec = G.GemmSpec("f32", 1024, 1024, 1024)
     how = G.plan(spec, threads=2)
     slot = (how.blocking.mc + how.blocking.nc) * how.blocking.kc * 4
