@@ -27,6 +27,7 @@ I1 = ir.IntType(1)
 I32 = ir.IntType(32)
 PTR = ir.PointerType()
 
+
 def const(value: int, ty: ir.Type = INDEX) -> ir.Constant:
     return ir.Constant(ty, value)
 
@@ -245,8 +246,9 @@ def transpose(builder: ir.IRBuilder, rows: Sequence[ir.Value]) -> list[ir.Value]
     assert n & (n - 1) == 0 and all(r.type.count == n for r in rows), "n x n, n = 2^k"
     s = n // 2
     while s:
-        low = ir.Constant(vector(I32, n), [l if not l & s else n + (l ^ s) for l in range(n)])
-        high = ir.Constant(vector(I32, n), [l ^ s if not l & s else n + l for l in range(n)])
+        lanes = range(n)
+        low = ir.Constant(vector(I32, n), [k if not k & s else n + (k ^ s) for k in lanes])
+        high = ir.Constant(vector(I32, n), [k ^ s if not k & s else n + k for k in lanes])
         for i in (i for i in range(n) if not i & s):
             a, b = rows[i], rows[i + s]
             rows[i] = builder.shuffle_vector(a, b, low)
