@@ -1,0 +1,240 @@
+"""Reduction fusion: HLO text in, checks on text out, interpreter results before = after."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+from tessel.backends.interpreter import evaluate
+from tessel.compiler import verifier
+from tessel.compiler.parser import parse_module
+from tessel.compiler.passes.reduction_fusion import ReductionFusion
+from tessel.compiler.printer import print_module
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def run(text: str, *passes):
+    """(module before, printed module after, whether the last pass changed it)."""
+    before, after = parse_module(text), parse_module(text)
+    changed = [p.run(after) for p in passes]
+    verifier.verify(after)
+    return before, print_module(after, full_constants=True), changed[-1]
+
+
+def blocks(printed: str) -> dict[str, str]:
+    found = {}
+    for match in re.finditer(r"^(ENTRY )?(\S+) \{\n(.*?)^\}", printed, re.S | re.M):
+        found["ENTRY" if match.group(1) else match.group(2)] = match.group(3)
+    return found
+
+
+def fusion_lines(printed: str) -> list[str]:
+    return [line for line in blocks(printed)["ENTRY"].splitlines() if " fusion(" in line]
+
+
+def body(printed: str, fusion_line: str) -> str:
+    return blocks(printed)[re.search(r"calls=([\w.\-]+)", fusion_line).group(1)]
+
+
+def root_of(text: str) -> str:
+    return next(line for line in text.splitlines() if line.lstrip().startswith("ROOT "))
+
+
+def assert_same_results(before, printed_after, rng, rtol=0.0):
+    after = parse_module(printed_after)
+    args = [rng.standard_normal(p.shape.dims).astype(p.shape.dtype.storage) for p in before.entry.parameters]
+    want, got = evaluate(before, args), evaluate(after, args)
+    for w, g in zip(want if isinstance(want, tuple) else (want,), got if isinstance(got, tuple) else (got,)):
+        np.testing.assert_allclose(g, w, rtol=rtol, atol=0)
+
+
+REDUCERS = """
+HloModule {name}
+
+max {{
+  a = f32[] parameter(0)
+  b = f32[] parameter(1)
+  ROOT m = f32[] maximum(a, b)
+}}
+
+sum {{
+  a = f32[] parameter(0)
+  b = f32[] parameter(1)
+  ROOT s = f32[] add(a, b)
+}}
+"""
+
+
+def module_text(name: str, entry: str) -> str:
+    return REDUCERS.format(name=name) + "\nENTRY main {\n" + entry.strip("\n") + "\n}\n"
+
+
+SOFTMAX = module_text("softmax", """
+  x = f32[6,16] parameter(0)
+  ninf = f32[] constant(-inf)
+  m = f32[6] reduce(x, ninf), dimensions={1}, to_apply=max        # model.py:1
+  mk = f32[6,1] reshape(m)                                         # model.py:1
+  mb = f32[6,16] broadcast_in_dim(mk), broadcast_dimensions={0,1}  # model.py:1
+  d = f32[6,16] subtract(x, mb)                                    # model.py:1
+  e = f32[6,16] exp(d)                                             # model.py:1
+  zero = f32[] constant(0)
+  s = f32[6] reduce(e, zero), dimensions={1}, to_apply=sum         # model.py:2
+  sk = f32[6,1] reshape(s)                                         # model.py:2
+  sb = f32[6,16] broadcast_in_dim(sk), broadcast_dimensions={0,1}  # model.py:2
+  ROOT out = f32[6,16] divide(e, sb)                               # model.py:2
+""")
+
+
+def test_row_softmax_becomes_two_kernels(rng):
+    before, after, changed = run(SOFTMAX, ReductionFusion())
+    assert changed
+    entry = blocks(after)["ENTRY"]
+    # kernel 1: the max over each row (nothing to fuse into it: it stays a plain reduce)
+    assert "m = f32[6] reduce(x, ninf), dimensions={1}, to_apply=max" in entry
+    # kernel 2: exp(x - max), its row sum and the division, in one input fusion
+    (line,) = fusion_lines(after)
+    assert "kind=input" in line and "fusion(x, m)" in line and line.endswith("# model.py:1, model.py:2")
+    inside = body(after, line)
+    for op in ("subtract(", "exp(", "reduce(", "divide("):
+        assert inside.count(op) == 1, op
+    assert "divide(e, sb)" in root_of(inside)
+    assert len(entry.strip().splitlines()) == 4      # x, ninf, the max, the fusion
+    assert_same_results(before, after, rng)
+
+
+LAYER_NORM = module_text("layer_norm", """
+  x = f32[8,32] parameter(0)
+  gamma = f32[32] parameter(1)
+  beta = f32[32] parameter(2)
+  zero = f32[] constant(0)
+  n = f32[8,1] constant({{32}, {32}, {32}, {32}, {32}, {32}, {32}, {32}})
+  s = f32[8] reduce(x, zero), dimensions={1}, to_apply=sum
+  sk = f32[8,1] reshape(s)
+  mean = f32[8,1] divide(sk, n)
+  mb = f32[8,32] broadcast_in_dim(mean), broadcast_dimensions={0,1}
+  d = f32[8,32] subtract(x, mb)
+  dd = f32[8,32] multiply(d, d)
+  v = f32[8] reduce(dd, zero), dimensions={1}, to_apply=sum
+  vk = f32[8,1] reshape(v)
+  var = f32[8,1] divide(vk, n)
+  eps = f32[] constant(1e-05)
+  epsb = f32[8,1] broadcast_in_dim(eps), broadcast_dimensions={}
+  ve = f32[8,1] add(var, epsb)
+  sd = f32[8,1] sqrt(ve)
+  sdb = f32[8,32] broadcast_in_dim(sd), broadcast_dimensions={0,1}
+  gb = f32[8,32] broadcast_in_dim(gamma), broadcast_dimensions={1}
+  g = f32[8,32] multiply(gb, d)
+  q = f32[8,32] divide(g, sdb)
+  bb = f32[8,32] broadcast_in_dim(beta), broadcast_dimensions={1}
+  ROOT out = f32[8,32] add(q, bb)
+""")
+
+
+def test_layer_norm_becomes_two_kernels(rng):
+    before, after, _ = run(LAYER_NORM, ReductionFusion())
+    entry = blocks(after)["ENTRY"]
+    # kernel 1: the row sums; kernel 2: variance of x - mean and the normalization
+    assert "s = f32[8] reduce(x, zero), dimensions={1}, to_apply=sum" in entry
+    (line,) = fusion_lines(after)
+    assert "kind=input" in line
+    inside = body(after, line)
+    assert inside.count("reduce(") == 1 and "sqrt(" in inside
+    assert "add(q, bb)" in root_of(inside)
+    assert_same_results(before, after, rng)
+
+
+def test_producers_fuse_into_a_reduction(rng):
+    before, after, _ = run(module_text("sum_exp", """
+  x = f32[4,8] parameter(0)
+  y = f32[4,8] parameter(1)
+  a = f32[4,8] multiply(x, y)
+  e = f32[4,8] exp(a)
+  zero = f32[] constant(0)
+  ROOT s = f32[4] reduce(e, zero), dimensions={1}, to_apply=sum
+"""), ReductionFusion())
+    (line,) = fusion_lines(after)
+    assert "kind=input" in line and "fusion(x, y)" in line
+    inside = body(after, line)
+    assert "exp(a)" in inside and "reduce(e, zero)" in root_of(inside)
+    assert_same_results(before, after, rng)
+
+
+def test_a_column_reduction_normalizes_its_columns(rng):
+    before, after, _ = run(module_text("columns", """
+  x = f32[8,4] parameter(0)
+  zero = f32[] constant(0)
+  s = f32[4] reduce(x, zero), dimensions={0}, to_apply=sum
+  sb = f32[8,4] broadcast_in_dim(s), broadcast_dimensions={1}
+  ROOT out = f32[8,4] divide(x, sb)
+"""), ReductionFusion())
+    (line,) = fusion_lines(after)
+    assert "divide(" in root_of(body(after, line))
+    assert_same_results(before, after, rng)
+
+
+def test_a_broadcast_across_rows_is_not_part_of_the_kernel(rng):
+    # s[i] is a row sum, but s is broadcast along the rows (out[i, j] uses s[j]): a row of
+    # the output needs every row's sum, so the division cannot run row by row.
+    before, after, changed = run(module_text("across", """
+  x = f32[4,4] parameter(0)
+  zero = f32[] constant(0)
+  e = f32[4,4] exp(x)
+  s = f32[4] reduce(e, zero), dimensions={1}, to_apply=sum
+  sb = f32[4,4] broadcast_in_dim(s), broadcast_dimensions={1}
+  ROOT out = f32[4,4] divide(x, sb)
+"""), ReductionFusion())
+    (line,) = fusion_lines(after)
+    assert "reduce(" in root_of(body(after, line))
+    assert "divide(x, sb)" in blocks(after)["ENTRY"]
+    assert_same_results(before, after, rng)
+
+
+def test_an_expensive_producer_with_another_user_stays_outside(rng):
+    before, after, changed = run(module_text("shared", """
+  x = f32[4,8] parameter(0)
+  e = f32[4,8] exp(x)
+  zero = f32[] constant(0)
+  s = f32[4] reduce(e, zero), dimensions={1}, to_apply=sum
+  ROOT t = (f32[4], f32[4,8]) tuple(s, e)
+"""), ReductionFusion())
+    assert not changed and not fusion_lines(after)
+    assert after.count("exp(") == 1
+    assert_same_results(before, after, rng)
+
+
+def test_nothing_fuses_across_a_side_effecting_op(rng):
+    before, after, _ = run(module_text("effects", """
+  x = f32[4,8] parameter(0)
+  a = f32[4,8] negate(x)
+  r = f32[4,8] all_reduce(a), reduction=sum
+  zero = f32[] constant(0)
+  ROOT s = f32[4] reduce(r, zero), dimensions={1}, to_apply=sum
+"""), ReductionFusion())
+    assert not fusion_lines(after)
+    assert "r = f32[4,8] all_reduce(a), reduction=sum" in blocks(after)["ENTRY"]
+    assert_same_results(before, after, rng)
+
+
+def test_one_reduction_level_per_fusion(rng):
+    # The second reduction reads the first one's result: never the same kernel.
+    before, after, _ = run(module_text("levels", """
+  x = f32[4,8] parameter(0)
+  zero = f32[] constant(0)
+  s = f32[4] reduce(x, zero), dimensions={1}, to_apply=sum
+  e = f32[4] exp(s)
+  ROOT t = f32[] reduce(e, zero), dimensions={0}, to_apply=sum
+"""), ReductionFusion())
+    for line in fusion_lines(after):
+        assert body(after, line).count("reduce(") == 1
+    assert_same_results(before, after, rng)
+
+
+def test_source_lines_survive_and_a_second_run_changes_nothing():
+    module = parse_module(SOFTMAX)
+    assert ReductionFusion().run(module)
+    text = print_module(module)
+    assert not ReductionFusion().run(module)
+    assert print_module(module) == text
+    (line,) = fusion_lines(text)
+    assert line.endswith("# model.py:1, model.py:2")
