@@ -206,17 +206,27 @@ class Lowered:
     def as_dot(self) -> str:
         return graph.to_dot(self.module)
 
+    def cost_analysis(self):
+        """Flops, transcendentals and bytes of the program as traced (before optimization)."""
+        from ..compiler.cost import cost_analysis
+        return cost_analysis(self.module)
+
     def compile(self) -> "Compiled":
-        exe = Executable(self.module, self.backend, self.signature, name=self.name)
-        return Compiled(exe, self._binder, self._binding)
+        """Optimize a copy of the traced module for the backend and build its executable."""
+        from ..compiler import pipeline
+        optimized, report = pipeline.optimize(self.module, self.backend)
+        exe = Executable(optimized, self.backend, self.signature, name=self.name)
+        return Compiled(exe, self._binder, self._binding, report)
 
 
 class Compiled:
     """A compiled program; call it like the original function (same static values)."""
 
-    def __init__(self, executable: Executable, binder: ArgumentBinder, binding: Binding):
+    def __init__(self, executable: Executable, binder: ArgumentBinder, binding: Binding,
+                 pass_report=None):
         self.executable = executable
         self._binder, self._binding = binder, binding
+        self.pass_report = pass_report       # per-pass timings and changes of the optimizer
 
     backend = property(lambda self: self.executable.backend)
     in_avals = property(lambda self: self.executable.in_avals)
@@ -228,6 +238,12 @@ class Compiled:
 
     def as_dot(self) -> str:
         return graph.to_dot(self.executable.module)
+
+    def cost_analysis(self):
+        return self.executable.cost_analysis()
+
+    def memory_analysis(self):
+        return self.executable.memory_analysis()
 
     def __call__(self, *args, **kwargs):
         binding = self._binder.bind(args, kwargs)

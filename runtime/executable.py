@@ -72,6 +72,16 @@ class Executable:
     def as_text(self) -> str:
         return str(self.module)
 
+    def cost_analysis(self):
+        """Flops, transcendentals and bytes of the optimized program (compiler/cost.py)."""
+        from ..compiler.cost import cost_analysis
+        return cost_analysis(self.module)
+
+    def memory_analysis(self):
+        """Argument, output, temporary and peak bytes under the buffer plan."""
+        from ..compiler.buffer_assignment import memory_analysis
+        return memory_analysis(self.module)
+
     def validate(self, leaves: Sequence, treedef: pytree.TreeDef) -> list[np.ndarray]:
         """Check structure, shapes and dtypes; return the leaves as canonical arrays."""
         problems = pytree.structure_diff(self.signature.in_tree, treedef, "args")

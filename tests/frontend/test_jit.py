@@ -224,3 +224,25 @@ def test_python_builtins_on_tracers():
     np.testing.assert_array_equal(r, x % 3)
     np.testing.assert_array_equal(rounded, np.round(x * 0.5))
     np.testing.assert_array_equal(stacked, [7.0, -8.0])
+
+
+def test_compile_optimizes_and_reports_costs_and_memory():
+    @tessel.jit
+    def mlp(w1, w2, x):
+        h = tnp.maximum(x @ w1, 0.0)
+        return tessel.nn.softmax(h @ w2)
+
+    args = (f32(16, 32), f32(32, 8, seed=1), f32(4, 16, seed=2))
+    lowered = mlp.lower(*args)
+    compiled = lowered.compile()
+    assert "fusion(" not in lowered.as_text()          # the traced module is kept as traced
+    assert "fusion(" in compiled.as_text()             # the executable runs the optimized one
+    assert compiled.pass_report.total_seconds() > 0
+    flops = lowered.cost_analysis()["flops"]
+    assert flops >= 2 * (4 * 16 * 32 + 4 * 32 * 8)     # the two matmuls, at least
+    assert compiled.cost_analysis()["flops"] >= 2 * (4 * 16 * 32 + 4 * 32 * 8)
+    memory = compiled.memory_analysis()
+    assert memory.argument_bytes == sum(a.nbytes for a in args)
+    assert memory.output_bytes == 4 * 8 * 4
+    want = mlp.fun(*args)
+    np.testing.assert_allclose(compiled(*args), want, rtol=1e-5)

@@ -1,0 +1,80 @@
+"""The optimization pipeline, one readable function per backend.
+
+Each function lists its passes in order with the reason for that order. The pass
+manager (pass_manager.py) verifies after every change, caps fixed points, times each
+pass, honours TESSEL_DISABLE_PASSES and writes TESSEL_DUMP_TO dumps.
+"""
+from __future__ import annotations
+
+from .ir import Module, clone_module
+from .pass_manager import FixedPoint, PassManager, PipelineReport
+from .passes.algebraic_simplifier import AlgebraicSimplifier
+from .passes.constant_folding import ConstantFolding
+from .passes.cse import CSE
+from .passes.dce import DCE
+from .passes.layout_assignment import LayoutAssignment
+from .passes.loop_fusion import LoopFusion
+from .passes.multi_output_fusion import MultiOutputFusion
+from .passes.output_fusion import OutputFusion
+from .passes.reduction_fusion import ReductionFusion
+from .passes.schedule import Scheduler
+
+SIMPLIFY_MAX_ITERATIONS = 16
+
+
+def simplification() -> FixedPoint:
+    # Each rewrite exposes work for the others (a folded constant enables an algebraic
+    # identity, which leaves duplicates for CSE and dead code for DCE), so they run
+    # together until nothing changes.
+    return FixedPoint("simplify", [AlgebraicSimplifier(), ConstantFolding(), CSE(), DCE()],
+                      max_iterations=SIMPLIFY_MAX_ITERATIONS)
+
+
+def fusion() -> list:
+    return [
+        # Epilogues (bias, activation, residual) join their dot/convolution first: once
+        # loop fusion has swallowed them they could no longer be fused into the GEMM.
+        OutputFusion(),
+        # Producers fuse into reductions before plain loop fusion, so a softmax or layer
+        # norm becomes reduction kernels that read the input once, not one loop per op.
+        ReductionFusion(),
+        # What is left of elementwise/broadcast/reshape chains becomes loop fusions.
+        LoopFusion(),
+        # Siblings reading the same operand share one pass over it; this works on the
+        # fusions the passes above produced, so it comes last.
+        MultiOutputFusion(),
+        DCE(),
+    ]
+
+
+def shared_prefix() -> list:
+    return [
+        simplification(),
+        # Layout assignment folds transposes into dot/convolution dimension numbers; it
+        # runs after simplification (fewer transposes to consider) and before fusion
+        # (which would hide the transposes inside fused computations). Folding can leave
+        # dead transposes and new simplification opportunities, hence a second round.
+        LayoutAssignment(),
+        simplification(),
+    ]
+
+
+def interpreter_pipeline() -> list:
+    return shared_prefix() + fusion() + [
+        # Scheduling runs last: it orders the final instruction set to lower peak memory,
+        # and buffer assignment (an analysis, not a pass) plans buffers for that order.
+        Scheduler(),
+    ]
+
+
+PIPELINES = {"interpreter": interpreter_pipeline}
+
+
+def optimize(module: Module, backend: str = "interpreter", **options) -> tuple[Module, PipelineReport]:
+    """Optimize a clone of `module` for `backend`; the traced module is left untouched."""
+    if backend not in PIPELINES:
+        raise ValueError(f"no optimization pipeline for backend {backend!r}; "
+                         f"known: {', '.join(sorted(PIPELINES))}")
+    optimized = clone_module(module)
+    report = PassManager(f"{backend}-pipeline", PIPELINES[backend](), **options).run(optimized)
+    return optimized, report
