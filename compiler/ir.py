@@ -292,6 +292,7 @@ class Module:
         self.entry: Computation | None = None
         self._used_names: set[str] = set()
         self._counter = itertools.count(1)
+        self.optimized_for: str | None = None    # set by compiler.pipeline.optimize
         for hook in module_created_hooks:
             hook(self)
 

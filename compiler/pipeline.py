@@ -67,7 +67,14 @@ def interpreter_pipeline() -> list:
     ]
 
 
-PIPELINES = {"interpreter": interpreter_pipeline}
+def cpu_pipeline() -> list:
+    # The CPU code generator lowers the fusions and the schedule of the shared pipeline;
+    # its backend-specific choices (vector width, parallel split) are made per kernel
+    # when it emits code (backends/cpu/codegen.py).
+    return interpreter_pipeline()
+
+
+PIPELINES = {"interpreter": interpreter_pipeline, "cpu": cpu_pipeline}
 
 
 def optimize(module: Module, backend: str = "interpreter", **options) -> tuple[Module, PipelineReport]:
@@ -77,4 +84,5 @@ def optimize(module: Module, backend: str = "interpreter", **options) -> tuple[M
                          f"known: {', '.join(sorted(PIPELINES))}")
     optimized = clone_module(module)
     report = PassManager(f"{backend}-pipeline", PIPELINES[backend](), **options).run(optimized)
+    optimized.optimized_for = backend
     return optimized, report
