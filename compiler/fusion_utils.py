@@ -3,6 +3,9 @@
 The four fusion passes (output, reduction, loop, multi-output) differ only in how they
 choose a group of instructions. Everything after the choice lives here:
 
+- `FusionPass`: the pass contract; a pass implements `fuse_computation`, and `run`
+  applies it to every computation that runs kernels (`fusible_computations`);
+
 - which opcodes may ever join a fusion (`can_fuse`) and which form elementwise loop
   nests (`is_loop_fusible`);
 - the cost rule (`cost_class`, `may_duplicate`, `repeats_work`): fusion never computes
@@ -25,7 +28,8 @@ import heapq
 from typing import Callable, Iterable
 
 from . import ops
-from .ir import Computation, Instruction, Module, SourceLoc
+from .ir import Computation, Instruction, Module
+from .rewrite import merged_locs
 
 
 # ----------------------------------------------------------------------------- what may fuse
@@ -182,6 +186,23 @@ def fusible_computations(module: Module) -> list[Computation]:
     if module.entry is not None:
         visit(module.entry)
     return found
+
+
+class FusionPass:
+    """A fusion pass: `fuse_computation` on each of `fusible_computations` (callees
+    first); changed if it changed any."""
+    name: str
+    tags = ("fusion",)
+
+    def run(self, module: Module) -> bool:
+        changed = False
+        for comp in fusible_computations(module):
+            changed |= self.fuse_computation(module, comp)
+        return changed
+
+    def fuse_computation(self, module: Module, comp: Computation) -> bool:
+        """Fuse what this pass fuses in `comp`; whether anything was."""
+        raise NotImplementedError
 
 
 # ----------------------------------------------------------------------------- the graph
@@ -360,11 +381,6 @@ def single_output_chain(graph: FusionGraph, start: Instruction,
 
 
 # ----------------------------------------------------------------------------- the rewrite
-
-def merged_locs(instrs: Iterable[Instruction]) -> tuple[SourceLoc, ...]:
-    """Every location of `instrs`, in order, each once."""
-    return tuple(dict.fromkeys(loc for instr in instrs for loc in instr.locs))
-
 
 def fuse(module: Module, comp: Computation, group: Group, kind: str) -> Instruction:
     """Replace `group` in `comp` with one fusion instruction of `kind`; return it.

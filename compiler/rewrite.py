@@ -26,7 +26,10 @@ What the driver guarantees so rules need not:
   before the matched instruction (so the order stays topological) and carry the matched
   instruction's source locations;
 - a replacement has the matched instruction's type; one that differs only in layout
-  declines the rewrite, one of another type is a bug in the rule and raises.
+  declines the rewrite, one of another type is a bug in the rule and raises;
+- an instruction made by `ctx.rebuild(old, ...)` (a copy of `old` with new operands,
+  attributes or type: what editing it in place would give) takes over `old`'s name when
+  the rewrite removes `old`, so rewrites that only change an instruction keep its name.
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 
 from . import dtypes, ops
-from .ir import AnyShape, Computation, Instruction, Module, Shape
+from .ir import AnyShape, Computation, Instruction, Module, Shape, SourceLoc
 
 # A rewrite that creates constants makes them at most this big; a bigger splat stays a
 # broadcast of a scalar constant (smaller, and what fusion wants to see).
@@ -232,6 +235,11 @@ class RuleTable:
 
 # ----------------------------------------------------------------------------- building replacements
 
+def merged_locs(instrs: Iterable[Instruction]) -> tuple[SourceLoc, ...]:
+    """Every location of `instrs`, in order, each once (for what replaces several of them)."""
+    return tuple(dict.fromkeys(loc for instr in instrs for loc in instr.locs))
+
+
 class RewriteContext:
     """What a callback gets: the matched instruction, its computation, options, and
     helpers that build new instructions in front of the matched one."""
@@ -243,21 +251,36 @@ class RewriteContext:
         self.computation: Computation = rewriter.comp
         self.options: Any = rewriter.options
         self.created: list[Instruction] = []
+        self.rebuilt: list[tuple[Instruction, Instruction]] = []   # (new, the instruction it rebuilds)
 
     def emit(self, opcode: str, operands: Sequence[Instruction] = (), attrs: Mapping | None = None,
-             shape: AnyShape | None = None) -> Instruction:
+             shape: AnyShape | None = None, *, name: str | None = None,
+             locs: Iterable[SourceLoc] | None = None) -> Instruction:
         """A new well-typed instruction (shape from the op table; `shape` declares it for
-        ops like reshape and convert), placed before the matched instruction."""
+        ops like reshape and convert), placed before the matched instruction. Its name is
+        made from `name` (default: the opcode); `locs` default to the matched instruction's."""
         if ops.get(opcode).side_effects:
             raise RewriteError(f"a rewrite may not create {opcode}: it has side effects")
         attrs = ops.normalize_attrs(opcode, attrs or {})
         result = ops.infer_shape(opcode, [o.shape for o in operands], attrs, shape)
-        new = Instruction(self.module.unique_name(opcode), opcode, operands, result, attrs,
-                          self.instr.locs)
+        new = Instruction(self.module.unique_name(name or opcode), opcode, operands, result, attrs,
+                          self.instr.locs if locs is None else locs)
         if has_side_effects(new):
             raise RewriteError(f"a rewrite may not create {opcode} calling a computation with side effects")
         self._rewriter.insert_before(self.instr, new)
         self.created.append(new)
+        return new
+
+    def rebuild(self, instr: Instruction, *, operands: Sequence[Instruction] | None = None,
+                attrs: Mapping | None = None, shape: AnyShape | None = None,
+                locs: Iterable[SourceLoc] | None = None) -> Instruction:
+        """A copy of `instr` (the matched instruction or another) with the given operands,
+        attributes (merged into its own), declared type or locations: what editing `instr`
+        in place would give. It takes over `instr`'s name if the rewrite removes `instr`."""
+        new = self.emit(instr.opcode, instr.operands if operands is None else operands,
+                        instr.attrs.replace(**(attrs or {})), instr.shape if shape is None else shape,
+                        name=instr.name, locs=instr.locs if locs is None else locs)
+        self.rebuilt.append((new, instr))
         return new
 
     def constant(self, value, dtype) -> Instruction:
@@ -277,6 +300,14 @@ class RewriteContext:
     def users(self, instr: Instruction) -> list[Instruction]:
         """The instructions using `instr` (once per operand slot)."""
         return list(self._rewriter.users.get(instr, ()))
+
+    def only_user(self, instr: Instruction) -> Instruction | None:
+        """The one instruction reading `instr` (in one operand slot or several); None when
+        there are none or several, or when `instr` is the root (its caller reads it too)."""
+        users = set(self._rewriter.users.get(instr, ()))
+        if instr is self.computation.root or len(users) != 1:
+            return None
+        return users.pop()
 
 
 # ----------------------------------------------------------------------------- the driver
@@ -321,18 +352,19 @@ class _Rewriter:
             instr = work.pop()
             if instr not in self.users:                     # removed by an earlier rewrite
                 continue
-            replacement, created = self.rewrite_once(instr)
+            replacement, ctx = self.rewrite_once(instr)
             if replacement is None:
                 continue
             changed = True
-            self.replace(instr, replacement, created)
+            self.replace(instr, replacement, ctx.created)
+            self.pass_on_names(ctx.rebuilt)
             work.extend(u for u in self.users[replacement] if u in self.users)
-            work.extend(reversed(created))                  # new instructions may match too
+            work.extend(reversed(ctx.created))              # new instructions may match too
         return changed
 
-    def rewrite_once(self, instr: Instruction) -> tuple[Instruction | None, list[Instruction]]:
+    def rewrite_once(self, instr: Instruction) -> tuple[Instruction | None, RewriteContext | None]:
         if instr.opcode == "parameter" or has_side_effects(instr):
-            return None, []
+            return None, None
         for rule in self.table.for_opcode(instr.opcode):
             bindings = rule.pattern.match(instr)
             if bindings is None:
@@ -343,12 +375,12 @@ class _Rewriter:
                 if result is not None and result is not instr and \
                         self.acceptable(rule, instr, result, ctx.created):
                     self.budget.spend(rule, instr)
-                    return result, ctx.created
+                    return result, ctx
             except BaseException:
                 self.discard(ctx.created)     # leave the module as valid as it was
                 raise
             self.discard(ctx.created)
-        return None, []
+        return None, None
 
     def acceptable(self, rule: Rule, instr: Instruction, result: Instruction,
                    created: list[Instruction]) -> bool:
@@ -394,6 +426,12 @@ class _Rewriter:
             self.comp.root = new
         for instr in [old] + created[::-1]:
             self.remove_if_dead(instr, keep=new)
+
+    def pass_on_names(self, rebuilt: list[tuple[Instruction, Instruction]]) -> None:
+        """A rebuilt instruction takes the name of the one it rebuilds, once that is gone."""
+        for new, old in rebuilt:
+            if old not in self.users and new in self.users:
+                new.name = old.name
 
     def remove_if_dead(self, instr: Instruction, keep: Instruction) -> None:
         """Remove `instr` if nothing uses it, then its operands likewise. `keep` stays

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .. import dtypes
+from .. import dot_dims, dtypes
 from ..dtypes import DType
 from ..ir import Instruction
 from ..rewrite import (SMALL_CONSTANT_ELEMENTS, Pat, RewritePass, Rule, RuleTable, const_value,
@@ -330,32 +330,16 @@ def dynamic_slice_constant_starts(ctx, d):
 
 # ----------------------------------------------------------------------------- dot_general
 
-def _through_transpose(operand: Instruction, batch, contracting):
-    """(operand, batch, contracting) with a transposed operand replaced by its input and
-    the dims mapped through the permutation, or unchanged when that would reorder the
-    free dims (and hence the dims of the result)."""
-    if operand.opcode != "transpose":
-        return operand, batch, contracting
-    perm = operand.attrs["permutation"]
-    free = [perm[d] for d in range(len(perm)) if d not in batch and d not in contracting]
-    if free != sorted(free):
-        return operand, batch, contracting
-    return operand.operands[0], tuple(perm[d] for d in batch), tuple(perm[d] for d in contracting)
-
-
-def dot_transposed_operand(ctx, lhs, rhs):
+def dot_transposed_operand(ctx, dot):
     # Transposed dim i of an operand is dim perm[i] of its input: naming that dim instead
     # multiplies the same pairs of elements and sums the same products, and the result dims
-    # keep their order (checked above). Only the summation order may change, which
-    # dot_general leaves unspecified.
-    a = ctx.instr.attrs
-    new_lhs, lb, lc = _through_transpose(lhs, a["lhs_batching_dims"], a["lhs_contracting_dims"])
-    new_rhs, rb, rc = _through_transpose(rhs, a["rhs_batching_dims"], a["rhs_contracting_dims"])
-    if new_lhs is lhs and new_rhs is rhs:
+    # keep their order (only transposes that keep the free dims in order are folded). Only
+    # the summation order may change, which dot_general leaves unspecified.
+    folds = [f for f in dot_dims.operand_transposes(dot) if f.keeps_order]
+    if not folds:
         return None
-    return ctx.emit("dot_general", [new_lhs, new_rhs],
-                    {"lhs_batching_dims": lb, "rhs_batching_dims": rb,
-                     "lhs_contracting_dims": lc, "rhs_contracting_dims": rc})
+    operands, dims = dot_dims.fold(dot, folds)
+    return ctx.emit("dot_general", operands, dims.attrs())
 
 
 # ----------------------------------------------------------------------------- the table
@@ -413,7 +397,7 @@ RULES = RuleTable([
          select_constant_predicate),
     Rule("select_same_branches", Pat("select", var(), x, x), select_same_branches),
     # dot_general
-    Rule("dot_transposed_operand", Pat("dot_general", var("lhs"), var("rhs")), dot_transposed_operand),
+    Rule("dot_transposed_operand", Pat("dot_general", name="dot"), dot_transposed_operand),
 ])
 
 

@@ -13,34 +13,26 @@ fusion) are fused here among themselves; this pass never merges into those kinds
 """
 from __future__ import annotations
 
-from ..fusion_utils import FusionGraph, Group, fuse, fusible_computations, is_loop_fusible, pull_producers
+from ..fusion_utils import FusionGraph, FusionPass, Group, fuse, is_loop_fusible, pull_producers
 from ..ir import Computation, Module
 
 
-class LoopFusion:
+class LoopFusion(FusionPass):
     name = "loop-fusion"
-    tags = ("fusion",)
 
-    def run(self, module: Module) -> bool:
+    def fuse_computation(self, module: Module, comp: Computation) -> bool:
+        graph = FusionGraph(comp)
         changed = False
-        for comp in fusible_computations(module):
-            changed |= fuse_loops(module, comp)
+        for consumer in reversed(list(comp.instructions)):
+            if consumer not in graph or graph.is_dead(consumer) or not _starts_loop(consumer):
+                continue
+            group = Group([consumer])
+            pull_producers(graph, group, is_loop_fusible)
+            if len(group) > 1:
+                fuse(module, comp, group, "loop")
+                graph.refresh()
+                changed = True
         return changed
-
-
-def fuse_loops(module: Module, comp: Computation) -> bool:
-    graph = FusionGraph(comp)
-    changed = False
-    for consumer in reversed(list(comp.instructions)):
-        if consumer not in graph or graph.is_dead(consumer) or not _starts_loop(consumer):
-            continue
-        group = Group([consumer])
-        pull_producers(graph, group, is_loop_fusible)
-        if len(group) > 1:
-            fuse(module, comp, group, "loop")
-            graph.refresh()
-            changed = True
-    return changed
 
 
 def _starts_loop(instr) -> bool:

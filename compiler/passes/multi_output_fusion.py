@@ -17,19 +17,28 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..fusion_utils import (FusionGraph, Group, can_fuse, fuse, fusible_computations, fusion_kind, is_elementwise,
+from ..fusion_utils import (FusionGraph, FusionPass, Group, can_fuse, fuse, fusion_kind, is_elementwise,
                             pull_producers)
 from ..ir import Computation, Instruction, Module
 
 
-class MultiOutputFusion:
+class MultiOutputFusion(FusionPass):
     name = "multi-output-fusion"
-    tags = ("fusion",)
 
-    def run(self, module: Module) -> bool:
+    def fuse_computation(self, module: Module, comp: Computation) -> bool:
+        """Merge sibling pairs until none is left. A merge can make new siblings (the merged
+        fusion reads the operands of both), so the search restarts after each; every merge
+        removes a kernel, which bounds the loop."""
+        graph = FusionGraph(comp)
         changed = False
-        for comp in fusible_computations(module):
-            changed |= fuse_siblings(module, comp)
+        while (pair := _find_siblings(graph)) is not None:
+            a, b = pair
+            kind = "input" if iteration_space(a).reduced or iteration_space(b).reduced else "loop"
+            group = Group(pair)
+            pull_producers(graph, group, _is_small_constant)   # e.g. the init values of reduces
+            fuse(module, comp, group, kind)
+            graph.refresh()
+            changed = True
         return changed
 
 
@@ -56,23 +65,6 @@ def iteration_space(instr: Instruction) -> Space | None:
     if kind is None and can_fuse(instr) and is_elementwise(instr):
         return Space(instr.shape.dims)
     return None
-
-
-def fuse_siblings(module: Module, comp: Computation) -> bool:
-    """Merge sibling pairs until none is left. A merge can make new siblings (the merged
-    fusion reads the operands of both), so the search restarts after each; every merge
-    removes a kernel, which bounds the loop."""
-    graph = FusionGraph(comp)
-    changed = False
-    while (pair := _find_siblings(graph)) is not None:
-        a, b = pair
-        kind = "input" if iteration_space(a).reduced or iteration_space(b).reduced else "loop"
-        group = Group(pair)
-        pull_producers(graph, group, _is_small_constant)   # e.g. the init values of reduces
-        fuse(module, comp, group, kind)
-        graph.refresh()
-        changed = True
-    return changed
 
 
 def _find_siblings(graph: FusionGraph) -> tuple[Instruction, Instruction] | None:

@@ -22,8 +22,8 @@ the chain stops before them (an epilogue is never computed twice).
 """
 from __future__ import annotations
 
-from ..fusion_utils import (FusionGraph, Group, can_fuse, fuse, fusible_computations, is_elementwise,
-                            pull_producers, single_output_chain)
+from ..fusion_utils import (FusionGraph, FusionPass, Group, can_fuse, fuse, is_elementwise, pull_producers,
+                            single_output_chain)
 from ..ir import Computation, Instruction, Module
 
 PRODUCTS = ("dot_general", "convolution")
@@ -31,31 +31,23 @@ EPILOGUE_SIDE_OPS = ("broadcast_in_dim", "constant", "iota", "convert")
 OPERAND_VIEWS = ("slice", "transpose", "reshape", "convert")
 
 
-class OutputFusion:
+class OutputFusion(FusionPass):
     name = "output-fusion"
-    tags = ("fusion",)
 
-    def run(self, module: Module) -> bool:
+    def fuse_computation(self, module: Module, comp: Computation) -> bool:
+        graph = FusionGraph(comp)
         changed = False
-        for comp in fusible_computations(module):
-            changed |= fuse_outputs(module, comp)
+        for product in [i for i in comp.instructions if i.opcode in PRODUCTS]:
+            if graph.is_dead(product):
+                continue
+            group = Group(epilogue_chain(graph, product))
+            pull_producers(graph, group, _is_epilogue_side_op, start=group.moved - {product})
+            pull_producers(graph, group, _is_operand_view, start=[product])
+            if len(group) > 1:
+                fuse(module, comp, group, "output")
+                graph.refresh()
+                changed = True
         return changed
-
-
-def fuse_outputs(module: Module, comp: Computation) -> bool:
-    graph = FusionGraph(comp)
-    changed = False
-    for product in [i for i in comp.instructions if i.opcode in PRODUCTS]:
-        if graph.is_dead(product):
-            continue
-        group = Group(epilogue_chain(graph, product))
-        pull_producers(graph, group, _is_epilogue_side_op, start=group.moved - {product})
-        pull_producers(graph, group, _is_operand_view, start=[product])
-        if len(group) > 1:
-            fuse(module, comp, group, "output")
-            graph.refresh()
-            changed = True
-    return changed
 
 
 def _is_epilogue_side_op(instr: Instruction) -> bool:

@@ -32,37 +32,29 @@ Kernel 2 reads x and writes the output once: the row is re-read from cache, not 
 """
 from __future__ import annotations
 
-from ..fusion_utils import (FusionGraph, Group, can_fuse, fuse, fusible_computations, is_elementwise,
-                            is_loop_fusible, pull_producers, single_output_chain)
+from ..fusion_utils import (FusionGraph, FusionPass, Group, can_fuse, fuse, is_elementwise, is_loop_fusible,
+                            pull_producers, single_output_chain)
 from ..ir import Computation, Instruction, Module
 
 
-class ReductionFusion:
+class ReductionFusion(FusionPass):
     name = "reduction-fusion"
-    tags = ("fusion",)
 
-    def run(self, module: Module) -> bool:
+    def fuse_computation(self, module: Module, comp: Computation) -> bool:
+        graph = FusionGraph(comp)
         changed = False
-        for comp in fusible_computations(module):
-            changed |= fuse_reductions(module, comp)
+        for reduce in reversed([i for i in comp.instructions if i.opcode == "reduce"]):
+            if graph.is_dead(reduce):
+                continue
+            group = Group([reduce])
+            if not reduce.shape.is_tuple:
+                group.moved |= normalize_step(graph, reduce, Rows(reduce))
+            pull_producers(graph, group, is_loop_fusible)
+            if any(m is not reduce and m.opcode != "constant" for m in group.members):
+                fuse(module, comp, group, "input")
+                graph.refresh()
+                changed = True
         return changed
-
-
-def fuse_reductions(module: Module, comp: Computation) -> bool:
-    graph = FusionGraph(comp)
-    changed = False
-    for reduce in reversed([i for i in comp.instructions if i.opcode == "reduce"]):
-        if graph.is_dead(reduce):
-            continue
-        group = Group([reduce])
-        if not reduce.shape.is_tuple:
-            group.moved |= normalize_step(graph, reduce, Rows(reduce))
-        pull_producers(graph, group, is_loop_fusible)
-        if any(m is not reduce and m.opcode != "constant" for m in group.members):
-            fuse(module, comp, group, "input")
-            graph.refresh()
-            changed = True
-    return changed
 
 
 class Rows:
