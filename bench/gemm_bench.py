@@ -4,8 +4,8 @@
 
 For each size n (C = A @ B, all n x n, f32) and each thread count t it prints the
 median GFLOP/s of tessel (kernel compiled for t threads) and of np.matmul on the same
-inputs, timed alternately in the same process (so load changes hit both alike), and
-their ratio. NumPy's thread count cannot be changed in-process without extra packages,
+inputs and output buffer, timed in the same process in alternating rounds, and their
+ratio. NumPy's thread count cannot be changed in-process without extra packages,
 so the 1-thread columns come from a child process run with OPENBLAS_NUM_THREADS=1 and
 TESSEL_NUM_THREADS=1. The last column is tessel's speed-up of 2 threads over 1.
 
@@ -26,6 +26,8 @@ import numpy as np
 
 SINGLE_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
                      "MKL_NUM_THREADS": "1"}
+ROUNDS = 3
+SETTLE_SECONDS = 0.3        # > OpenBLAS's idle-thread spin (2^28 cycles by default)
 
 
 def operands(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -47,14 +49,17 @@ def timed(fn, repeat: int) -> list[float]:
     return times
 
 
-def alternating(fns, repeat: int) -> list[float]:
-    """Median seconds of each function, run in turns (so load changes hit all alike)."""
-    for fn in fns:
-        fn()                                    # warm up: caches, pool, pages
+def in_rounds(fns, repeat: int, rounds: int = ROUNDS) -> list[float]:
+    """Median seconds of each function over `rounds` rounds of `repeat` back-to-back
+    runs each, the functions taking turns round by round (so load changes hit all
+    alike) with a pause between turns: OpenBLAS's idle threads spin for a while after
+    a call and would otherwise steal the other core from the next function."""
     samples = [[] for _ in fns]
-    for _ in range(repeat):
+    for _ in range(rounds):
         for fn, times in zip(fns, samples):
-            times += timed(fn, 1)
+            time.sleep(SETTLE_SECONDS)
+            fn()                                # warm up: caches, pool, pages
+            times += timed(fn, repeat)
     return [statistics.median(times) for times in samples]
 
 
@@ -69,8 +74,9 @@ def measure(sizes, threads: int, repeat: int) -> dict[int, tuple[float, float, f
         compile_s = time.perf_counter() - start
         np.testing.assert_allclose(kernel(a, b), np.matmul(a, b), rtol=1e-4,
                                    atol=1e-4 * n ** 0.5)
-        tessel_s, numpy_s = alternating([lambda: kernel(a, b), lambda: np.matmul(a, b)],
-                                        repeat)
+        c = np.empty((n, n), np.float32)
+        tessel_s, numpy_s = in_rounds([lambda: kernel(a, b, out=c),
+                                       lambda: np.matmul(a, b, out=c)], repeat)
         out[n] = (tessel_s, numpy_s, compile_s)
     return out
 
@@ -87,7 +93,7 @@ def single_thread_child(sizes, repeat) -> dict[int, tuple[float, float, float]]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 2048])
-    parser.add_argument("--repeat", type=int, default=9)
+    parser.add_argument("--repeat", type=int, default=5, help="runs per round")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--single-thread-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -108,7 +114,7 @@ def main(argv=None) -> int:
 def report(sizes, results) -> None:
     threads = sorted(results)
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"f32 GEMM C = A @ B (n x n), GFLOP/s, median of runs; load average {load}; "
+    print(f"f32 GEMM C = A @ B (n x n), GFLOP/s (median of {ROUNDS} rounds); load {load}; "
           f"{os.cpu_count()} CPUs")
     head = f"{'n':>6}"
     for t in threads:

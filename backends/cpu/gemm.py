@@ -42,7 +42,9 @@ function directly.
 
 C ABI of the generated entry:  void name(ptr A, ptr B, ptr C, ptr scratch, ptr op0, ...)
 where scratch holds `scratch_bytes(spec)` bytes (any alignment) and op0... are the
-spec's `epilogue_operands` extra buffers, handed to the epilogue callback.
+spec's `epilogue_operands` extra buffers, handed to the epilogue callback. C must not
+overlap A, B or scratch (A and B may overlap: they are only read). Concurrent calls
+need separate scratch.
 """
 from __future__ import annotations
 
@@ -100,7 +102,8 @@ CACHE_SHARE = {"l1d": 1.0, "l2": 0.5, "l3": 0.25}
 PARALLEL_MIN_FLOPS = 1_500_000
 # ... and no task gets less than this (the pool's hand-off costs a few microseconds).
 MIN_TASK_FLOPS = 500_000
-# Packing one element costs about as much as PACK_COST FMAs of one lane (cost model).
+# Packing one element costs about as much as PACK_COST vector FMAs (cost model; on
+# Zen 4 about half a cycle per element, an FMA issues every cycle).
 PACK_COST = 0.5
 # Threads do not run at the same speed (a core shared with another process, turbo):
 # the pool hands out tasks dynamically and the last one finishes, on average, this
@@ -960,15 +963,16 @@ class CompiledGemm:
     """A JIT-compiled GEMM called on NumPy arrays (tests, benchmarks): operands are
     passed by their data pointers, so their memory must match the spec's strides."""
 
-    def __init__(self, spec: GemmSpec, threads: int | None = None, tile=None):
+    def __init__(self, spec: GemmSpec, threads: int | None = None, tile=None,
+                 target: TargetInfo | None = None):
         self.spec = spec
         module = ir.Module(name="gemm")
-        emit_gemm(module, spec, "gemm", threads=threads, tile=tile)
+        emit_gemm(module, spec, "gemm", target=target, threads=threads, tile=tile)
         self.jit = JitModule(str(module))
         self._fn = self.jit.function("gemm", None,
                                      *[ctypes.c_void_p] * (4 + spec.epilogue_operands))
         self._dtype = np.dtype(_DTYPES[spec.dtype][2])
-        self._scratch = np.empty(scratch_bytes(spec, threads=threads, tile=tile), np.uint8)
+        self._scratch = np.empty(scratch_bytes(spec, target, threads, tile), np.uint8)
 
     def __call__(self, a: np.ndarray, b: np.ndarray, *operands: np.ndarray,
                  out: np.ndarray | None = None) -> np.ndarray:
@@ -990,7 +994,9 @@ class CompiledGemm:
         return self.jit.assembly()
 
 
-def compile_gemm(spec: GemmSpec, threads: int | None = None, tile=None) -> CompiledGemm:
+def compile_gemm(spec: GemmSpec, threads: int | None = None, tile=None,
+                 target: TargetInfo | None = None) -> CompiledGemm:
     """`f(A, B) -> C` for NumPy arrays laid out as `spec` says (contiguous by default),
-    JIT-compiled for this host."""
-    return CompiledGemm(spec, threads=threads, tile=tile)
+    JIT-compiled for this host (`target`: plan vector widths and blocks for another CPU;
+    the host must be able to run its vectors)."""
+    return CompiledGemm(spec, threads=threads, tile=tile, target=target)
