@@ -30,8 +30,13 @@ def _interpreter() -> Backend:
     return Backend("interpreter", compile, "NumPy reference interpreter (the ops' definition)")
 
 
+def _cpu() -> Backend:
+    from ..backends.cpu.executable import backend
+    return backend()
+
+
 # name -> factory; factories import their backend only when first asked for.
-_FACTORIES: dict[str, Callable[[], Backend]] = {"interpreter": _interpreter}
+_FACTORIES: dict[str, Callable[[], Backend]] = {"interpreter": _interpreter, "cpu": _cpu}
 _LOADED: dict[str, Backend] = {}
 
 
