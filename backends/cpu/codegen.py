@@ -17,7 +17,11 @@ buffer assignment planned (compiler/buffer_assignment.py):
 
 A buffer's pointer is its storage's base plus the plan's offset: an argument or output
 slot of the tables, the plan's scratch offset, or the plan's offset in the constant
-section (one private global holding every entry constant). Values that allocate
+section. The section is one private global holding every entry constant -- except in
+JIT code whose section exceeds CONSTANT_GLOBAL_LIMIT: there the IR holds the address of
+`Program.constants` (printing and parsing megabytes of constants as IR text takes
+seconds; the program keeps the array alive). `self_contained=True` (for object files)
+always emits the global. Values that allocate
 nothing (tuple, get_tuple_element, bitcast reshape) are the pointers of what they alias.
 Outputs the plan aliases (a returned parameter or constant, or one value returned
 twice) are not written by the entry: the runtime copies them (executable.py).
@@ -49,13 +53,16 @@ from ...compiler.ir import Computation, Instruction, Module, Shape
 from . import kernels_dot, kernels_loop, kernels_reduce
 from . import loops as L
 from .kernels_data import Ix, NotVectorizable
-from .kernels_elementwise import I8, I64, PTR, storage_type
-from .kernels_loop import ELEMENTAL, Leaf, LoopNest, row_major_leaf
+from .kernels_elementwise import I8, I64, PTR
+from .kernels_loop import ELEMENTAL, Leaf, LoopNest
 from .llvm_target import TargetInfo, host
 from .mathlib import MathLib
 
 ENTRY = "tessel_entry"
 PARALLEL_FOR = "tessel_parallel_for"
+
+# Larger constant sections are referenced by address in JIT code (module docstring).
+CONSTANT_GLOBAL_LIMIT = 256 * 1024
 
 # Kernels whose work (elements x per-element cost, in add-equivalents) is below this
 # run on the calling thread: a dispatch to the pool costs ~1-2 us, a wake-up more.
@@ -137,11 +144,11 @@ class Program:
 
 
 def compile_program(module: Module, target: TargetInfo | None = None,
-                    threads: int | None = None) -> Program:
+                    threads: int | None = None, self_contained: bool = False) -> Program:
     """LLVM IR for `module` (optimized, scheduled) and how to call it."""
     check_supported(module)
     plan = assign_buffers(module)
-    return Codegen(module, plan, target or host(), threads or default_threads()).emit()
+    return Codegen(module, plan, target or host(), threads or default_threads(), self_contained).emit()
 
 
 def default_threads() -> int:
@@ -161,8 +168,10 @@ def storage_bytes(array: np.ndarray, dtype: DType) -> bytes:
 
 
 class Codegen:
-    def __init__(self, module: Module, plan: BufferAssignment, target: TargetInfo, threads: int):
+    def __init__(self, module: Module, plan: BufferAssignment, target: TargetInfo, threads: int,
+                 self_contained: bool = False):
         self.module, self.plan, self.target, self.threads = module, plan, target, threads
+        self.self_contained = self_contained
         self.llvm = ir.Module(name=module.name)
         self.llvm.triple = target.triple
         self.mathlib = MathLib(self.llvm)
@@ -221,6 +230,8 @@ class Codegen:
         self._constant_bytes = data
         if not data.size:
             return None
+        if data.size > CONSTANT_GLOBAL_LIMIT and not self.self_contained:
+            return ir.Constant(I64, data.ctypes.data).inttoptr(PTR)
         return self._global("tessel.constants", data.tobytes())
 
     def _global(self, name: str, data: bytes) -> ir.GlobalVariable:
@@ -230,7 +241,7 @@ class Codegen:
         g.global_constant = True
         g.unnamed_addr = True
         g.align = ALIGNMENT
-        g.initializer = ir.Constant(ty, bytearray(data))
+        g.initializer = ByteArray(ty, bytearray(data))
         return g
 
     def pointer(self, where: Slice) -> ir.Value:
@@ -268,6 +279,16 @@ class Codegen:
             data = storage_bytes(literal.array, instr.shape.dtype)
             self._constant_globals[key] = self._global(f"const.{instr.name}", data)
         return self._constant_globals[key]
+
+
+class ByteArray(ir.Constant):
+    """An i8 array constant printed as c"\\xx..." through a NumPy table: llvmlite's own
+    escaping takes about a second per 16 MB of constants."""
+    _ESCAPES = np.array([list(f"\\{b:02x}".encode()) for b in range(256)], np.uint8)
+
+    def _get_reference(self):
+        raw = np.frombuffer(bytes(self.constant), np.uint8)
+        return 'c"' + self._ESCAPES[raw].tobytes().decode("ascii") + '"'
 
 
 def as_computation(instr: Instruction) -> Computation:

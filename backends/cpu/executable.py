@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...compiler import dtypes
-from ...compiler.buffer_assignment import ARGUMENT, CONSTANT, OUTPUT
+from ...compiler.buffer_assignment import ARGUMENT, CONSTANT
 from ...compiler.ir import Module, Shape
 from ...runtime.backends import Backend
 from . import codegen
@@ -207,7 +207,8 @@ class CpuExecutable:
         later = []
         for k, where in self.program.output_aliases.items():
             if where.kind == ARGUMENT:
-                outputs[k] = np.array(arrays[where.index], order="C").reshape(shapes[k].dims)
+                value = np.array(arrays[where.index], order="C").reshape(shapes[k].dims)
+                outputs[k] = dtypes.canonicalize(value, shapes[k].dtype)
             elif where.kind == CONSTANT:
                 outputs[k] = self._constant(where.index, shapes[k])
             else:

@@ -45,8 +45,9 @@ class Ix:
         return isinstance(self.value, int)
 
     def key(self):
-        """Identity for memoization (IR values by object, ints by value)."""
-        return (self.value if self.static else id(self.value), self.step)
+        """For memoization: ints by value, IR values by object (held by the key, so an
+        object's identity can never be reused by another)."""
+        return (self.value, self.step)
 
 
 def const_ix(value: int) -> Ix:

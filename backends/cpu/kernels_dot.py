@@ -36,7 +36,7 @@ from ...compiler.ir import Computation, Instruction
 from . import gemm
 from . import loops as L
 from .kernels_data import Ix, IndexMath, NotVectorizable, ZERO, reshape_groups, reshape_index, row_major_strides
-from .kernels_elementwise import I8, PTR, Emit
+from .kernels_elementwise import I8, PTR, convert
 from .kernels_loop import (Evaluator, Leaf, computed, element_cost, emit_elemental_kernel, vector_width)
 
 
@@ -347,7 +347,6 @@ class DotKernel:
 def _convert_value(ev: Evaluator, src, dst, value):
     if ev.dry or src == dst:
         return value
-    from .kernels_elementwise import convert
     return convert(ev.e, src, dst, value)
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -38,10 +38,10 @@ from llvmlite import ir
 
 from ...compiler import dtypes, ops
 from ...compiler.dtypes import DType
-from ...compiler.ir import Computation, Instruction, Shape
+from ...compiler.ir import Computation, Instruction
 from . import loops as L
-from .kernels_data import (INDEX_MAPS, Ix, IndexMath, NotVectorizable, ZERO, check_uniform_choice,
-                           concatenate_pieces, const_ix, pad_operand_index, row_major_strides)
+from .kernels_data import (INDEX_MAPS, Ix, IndexMath, NotVectorizable, check_uniform_choice,
+                           concatenate_pieces, pad_operand_index, row_major_strides)
 from .kernels_elementwise import (I32, I64, PTR, Emit, convert, emit_elementwise, from_storage, intrinsic,
                                   register_bytes, register_type, round_to, storage_type, suffix, to_storage)
 
@@ -60,10 +60,6 @@ class Leaf:
     dtype: DType
     strides: list[int]
     as_dtype: DType | None = None
-
-
-def row_major_leaf(ptr: ir.Value, shape: Shape) -> Leaf:
-    return Leaf(ptr, shape.dtype, row_major_strides(shape.dims))
 
 
 # ----------------------------------------------------------------------------- the evaluator
@@ -99,7 +95,7 @@ class Evaluator:
 
     def value(self, instr: Instruction, index) -> ir.Value:
         index = tuple(index)
-        key = (id(instr), tuple(x.key() for x in index))
+        key = (instr, tuple(x.key() for x in index))
         for scope in reversed(self._scopes):
             if key in scope:
                 return scope[key]
@@ -141,8 +137,9 @@ class Evaluator:
         if condition is True or condition is False:
             return then() if condition else otherwise()
         if self.dry:
-            then(), otherwise()
-            return then()
+            value = then()
+            otherwise()
+            return value
         b = self.b
         with b.if_else(condition) as (then_block, else_block):
             with then_block, self.scope():
@@ -546,7 +543,7 @@ def emit_elemental_kernel(kc, hint: str, dims, pointers: list, make_point: Calla
 
 
 def emit_inner_loop(b: ir.IRBuilder, kc, width: int, j0, j1, row_index: list, point: Callable,
-                    leaves: dict, constants, bound: dict | None = None, static_extent: int | None = None):
+                    leaves: dict, constants, bound: dict | None = None):
     """for j in [j0, j1): point(evaluator, row_index + (j,)) -- vectors of `width` from
     j0 (a multiple of the width) and one masked vector for the rest; scalar code when
     width is 1. `point` emits the work of one (vector of) element(s)."""

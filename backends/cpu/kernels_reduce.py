@@ -193,7 +193,7 @@ class ReduceKernel:
                          name="dry")
         b = ir.IRBuilder(fn.append_basic_block())
         try:
-            units_form(b, list(fn.args), dry=True)
+            units_form(b, list(fn.args))
         except NotVectorizable:
             return False
         return True
@@ -243,7 +243,7 @@ class ReduceKernel:
 
     # ------------------------------------------------------------ row mode
 
-    def _row_units(self, b, args, dry=False):
+    def _row_units(self, b, args):
         """One row at symbolic kept indices (`args`), for the dry run."""
         space = self.space
         kept_index = [Ix(a, 0, 1) for a in args[:len(space.kept)]]
@@ -433,7 +433,7 @@ class ReduceKernel:
 
     # ------------------------------------------------------------ column mode
 
-    def _column_units(self, b, args, dry=False):
+    def _column_units(self, b, args):
         space = self.space
         leaves = {p: Leaf(ir.Constant(PTR, None), p.shape.dtype, row_major_strides(p.shape.dims))
                   for p in self.params}

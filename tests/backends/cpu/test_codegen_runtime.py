@@ -213,3 +213,17 @@ def test_large_kernels_use_the_thread_pool_and_small_ones_do_not():
     x = np.random.default_rng(2).standard_normal((512, 1024)).astype(np.float32)
     (got,) = CpuExecutable(affine_module((512, 1024)), threads=2).run([x, x])
     np.testing.assert_array_equal(got, 3 * x)
+
+
+def test_large_constants_are_referenced_small_ones_embedded():
+    """A closed-over array becomes a constant: a private global when small, the
+    address of the program's own copy when large (JIT), a global when self-contained."""
+    weights = np.random.default_rng(3).standard_normal(codegen.CONSTANT_GLOBAL_LIMIT // 2).astype(np.float32)
+    f = tessel.jit(lambda x: x * weights + 1, backend="cpu")
+    x = np.ones_like(weights)
+    np.testing.assert_array_equal(f(x), weights + 1)
+    module = optimize(tessel.jit(lambda x: x * weights + 1).lower(x).module, "cpu")[0]
+    assert "@\"tessel.constants\" = private" not in codegen.compile_program(module).ir
+    assert "@\"tessel.constants\" = private" in codegen.compile_program(module, self_contained=True).ir
+    small = optimize(tessel.jit(lambda x: x * weights[:1000] + 1).lower(x[:1000]).module, "cpu")[0]
+    assert "@\"tessel.constants\" = private" in codegen.compile_program(small).ir
