@@ -20,9 +20,12 @@ Two loop orders, by where the contiguous last dim of F is:
                   other reducers fold one element at a time (scalar code). Expensive
                   values phase 3 needs again (the exp of a softmax) are kept in a row
                   cache on the stack in phase 1 instead of being computed twice.
-    column mode   (last dim kept) a unit is `width` consecutive rows along the last dim:
-                  each lane accumulates its own row, so any reducer vectorizes; the
-                  reduced dims are plain loops (the column sums of a matrix).
+    column mode   (last dim kept) a unit is a tile of up to COLUMN_TILE consecutive rows
+                  along the last dim, their accumulators in an array on the stack; the
+                  reduced dims are the outer loops, and each step adds one contiguous
+                  stretch of the input to the accumulators in vectors (the column sums
+                  of a matrix stream through memory row by row). Each lane accumulates
+                  its own row from the init value, so any reducer vectorizes.
 
 When the lanes of some read would not move affinely (kernels_data.NotVectorizable),
 the kernel runs in row mode with scalar code. Units (rows) are split over the thread
@@ -38,11 +41,12 @@ from llvmlite import ir
 from ...compiler.ir import Computation, Instruction
 from . import loops as L
 from .kernels_data import Ix, NotVectorizable, ZERO, row_major_strides
-from .kernels_elementwise import I8, I32, PTR, Emit, register_bytes
-from .kernels_loop import (OUTER_LOOP, VECTOR_LOOP, Evaluator, Leaf, computed, element_cost, immediate,
-                           vector_width)
+from .kernels_elementwise import I8, I32, PTR, Emit, register_bytes, storage_type
+from .kernels_loop import (OUTER_LOOP, VECTOR_LOOP, Evaluator, Leaf, computed, element_cost, emit_inner_loop,
+                           immediate, vector_width)
 
 ACCUMULATORS = 4             # independent vector accumulators per reduce in row mode
+COLUMN_TILE = 2048           # kept elements per unit in column mode (their accumulators: stack)
 ROW_CACHE_BYTES = 64 * 1024  # stack bytes a row cache may take (per thread)
 
 # reducer op -> identity (float, integer/pred) of the op on (accumulator, value)
@@ -203,9 +207,10 @@ class ReduceKernel:
         kept_sizes = space.sizes(space.kept)
         per_row = math.prod(space.sizes(space.reduced)) * self.cost * (2 if self._has_full() else 1)
         if self.mode == "column":
-            chunks = -(-kept_sizes[-1] // self.lanes)
-            units = math.prod(kept_sizes[:-1]) * chunks
-            return units, per_row * self.lanes, self._column_body(kept_sizes, chunks)
+            tile = self._column_tile()
+            tiles = -(-kept_sizes[-1] // tile)
+            units = math.prod(kept_sizes[:-1]) * tiles
+            return units, per_row * tile, self._column_body(kept_sizes, tiles, tile)
         return math.prod(kept_sizes), per_row, self._row_body(kept_sizes)
 
     def _has_full(self) -> bool:
@@ -433,69 +438,107 @@ class ReduceKernel:
 
     # ------------------------------------------------------------ column mode
 
+    def _column_tile(self) -> int:
+        """Kept elements along the last dim per unit: at most COLUMN_TILE, a multiple of
+        the width, and small enough that the units keep every thread busy."""
+        kept_sizes = self.space.sizes(self.space.kept)
+        last, rows = kept_sizes[-1], math.prod(kept_sizes[:-1])
+        want_tiles = -(-4 * self.kc.threads // max(rows, 1)) if self.kc.threads > 1 else 1
+        tile = min(COLUMN_TILE, -(-last // want_tiles))
+        return max(self.width, -(-tile // self.width) * self.width)
+
     def _column_units(self, b, args):
         space = self.space
         leaves = {p: Leaf(ir.Constant(PTR, None), p.shape.dtype, row_major_strides(p.shape.dims))
                   for p in self.params}
         outs = [Leaf(ir.Constant(PTR, None), o.shape.dtype, row_major_strides(o.shape.dims)) for o in self.outs]
-        kept_index = [Ix(a, 0, 1) for a in args[:len(space.kept) - 1]] + [Ix(args[-1], 1, self.width)]
         self.lanes = self.width
-        self._column(b, leaves, outs, kept_index, None, dry=True)
+        outer = [Ix(a, 0, 1) for a in args[:len(space.kept) - 1]]
+        slots = [[ir.Constant(PTR, None)] * len(r.shape.leaves()) for r in self.reduces]
+        self._column(b, leaves, outs, outer, Ix(args[-1], 0, self.width), self.width, slots, dry=True)
 
-    def _column_body(self, kept_sizes, chunks):
+    def _column_body(self, kept_sizes, tiles, tile):
         from .codegen import odometer
-        lanes, last = self.lanes, kept_sizes[-1]
+        last = kept_sizes[-1]
 
         def body(b, ptrs, begin, end):
             leaves, outs = self._leaves(ptrs)
-            with odometer(b, kept_sizes[:-1] + [chunks], begin, end) as index:
-                j = L.mul(b, index[-1], lanes)
-                count = L.minimum(b, lanes, L.sub(b, last, j))
-                kept_index = [Ix(v, 0, 1) for v in index[:-1]] + [Ix(j, 1, lanes)]
-                self._column(b, leaves, outs, kept_index, count)
+            slots = [[L.alloca_once(b, ir.ArrayType(storage_type(s.dtype), tile), name="acc_row", align=64)
+                      for s in r.shape.leaves()] for r in self.reduces]
+            with odometer(b, kept_sizes[:-1] + [tiles], begin, end) as index:
+                j0 = L.mul(b, index[-1], tile)
+                length = L.minimum(b, tile, L.sub(b, last, j0)) if last % tile else tile
+                self._column(b, leaves, outs, [Ix(v, 0, 1) for v in index[:-1]], Ix(j0, 0, tile),
+                             length, slots)
         return body
 
-    def _column(self, b, leaves, outs, kept_index, count, dry=False):
-        """Each lane its own row: accumulators start at the init values."""
-        space, lanes = self.space, self.lanes
-        tail = count if not dry else None
-        scalar = self._evaluator(b, 1, leaves, dry=dry)
-        inits = self._init_values(scalar)
-        e = Emit(b, lanes, self.kc.mathlib)
-        starts = [[e.splat(v) if not dry else v for v in vals] for vals in inits]
-        slots = [[L.alloca_once(b, v.type, name="acc") for v in vals] for vals in starts] if not dry else None
-        if not dry:
-            for row_slots, vals in zip(slots, starts):
-                for slot, v in zip(row_slots, vals):
-                    L.store(b, v, slot)
-        with L.loop_nest(b, space.sizes(space.reduced), name="r", **VECTOR_LOOP) as rindex:
-            ev = self._evaluator(b, lanes, leaves, tail=tail, dry=dry)
-            index = space.full_index(kept_index, [Ix(i, 0, 1) for i in rindex])
+    def _column(self, b, leaves, outs, outer, j0: Ix, length, slots, dry=False):
+        """A tile of `length` kept elements from `j0` along the last dim: its rows'
+        accumulators in arrays (`slots`: per reduce, one per result), updated row by row of
+        the reduced dims with contiguous vectors, then the row and full outputs."""
+        space, lanes, kc = self.space, self.lanes, self.kc
+        constants = kc.constant_provider()
+        accs = [[Leaf(slot, s.dtype, [1]) for slot, s in zip(row_slots, r.shape.leaves())]
+                for row_slots, r in zip(slots, self.reduces)]
+        inits = self._init_values(self._evaluator(b, 1, leaves, dry=dry))
+
+        def kept(ev, j):
+            return outer + [ev.ix.add(j0, j)]
+
+        def read(ev, k, j):
+            return [ev.read(acc, [j]) for acc in accs[k]]
+
+        def bind(ev, j):
             for k, r in enumerate(self.reduces):
-                xs = [ev.value(x, index) for x in self._inputs(r)[0]]
-                accs = [L.load(b, s, v.type) for s, v in zip(slots[k], starts[k])] if not dry else starts[k]
-                new = self.apply(b, r, accs, xs, lanes, dry)
-                if not dry:
-                    for s, v in zip(slots[k], new):
-                        L.store(b, v, s)
-        if dry:
-            results = starts
-        else:
-            results = [[L.load(b, s, v.type) for s, v in zip(row_slots, vals)]
-                       for row_slots, vals in zip(slots, starts)]
-        bound = {r: (tuple(v) if r.shape.is_tuple else v[0]) for r, v in zip(self.reduces, results)}
-        ev = self._evaluator(b, lanes, leaves, bound=bound, tail=tail, dry=dry)
-        for out, leaf in zip(self.outs, outs):
-            if not out.full:
-                index = space.row_index(out.shape.dims, kept_index)
-                ev.write(leaf, index, _pick(ev.value(out.instr, index), out.leaf))
-        if self._has_full():
-            with L.loop_nest(b, space.sizes(space.reduced), name="n", **VECTOR_LOOP) as rindex:
-                ev = self._evaluator(b, lanes, leaves, bound=bound, tail=tail, dry=dry)
-                index = space.full_index(kept_index, [Ix(i, 0, 1) for i in rindex])
+                values = read(ev, k, j)
+                ev.bound[r] = tuple(values) if r.shape.is_tuple else values[0]
+
+        def loop(point):
+            if dry:
+                point(self._evaluator(b, lanes, leaves, dry=True), [Ix(j0.value, 1, lanes)])
+            else:
+                emit_inner_loop(b, kc, lanes, 0, length, [], point, leaves, constants)
+
+        def start(ev, index):
+            for k in range(len(self.reduces)):
+                for acc, init in zip(accs[k], inits[k]):
+                    ev.write(acc, index, ev.e.splat(init) if not dry else init)
+
+        def accumulate(rindex):
+            def point(ev, index):
+                (j,) = index
+                full = space.full_index(kept(ev, j), rindex)
+                for k, r in enumerate(self.reduces):
+                    xs = [ev.value(x, full) for x in self._inputs(r)[0]]
+                    for acc, new in zip(accs[k], self.apply(b, r, read(ev, k, j), xs, lanes, dry)):
+                        ev.write(acc, [j], new)
+            return point
+
+        def row_outputs(ev, index):
+            (j,) = index
+            bind(ev, j)
+            for out, leaf in zip(self.outs, outs):
+                if not out.full:
+                    at = space.row_index(out.shape.dims, kept(ev, j))
+                    ev.write(leaf, at, _pick(ev.value(out.instr, at), out.leaf))
+
+        def full_outputs(rindex):
+            def point(ev, index):
+                (j,) = index
+                bind(ev, j)
+                full = space.full_index(kept(ev, j), rindex)
                 for out, leaf in zip(self.outs, outs):
                     if out.full:
-                        ev.write(leaf, index, _pick(ev.value(out.instr, index), out.leaf))
+                        ev.write(leaf, full, _pick(ev.value(out.instr, full), out.leaf))
+            return point
+
+        loop(start)
+        with L.loop_nest(b, space.sizes(space.reduced), name="r", **OUTER_LOOP) as rindex:
+            loop(accumulate([Ix(i, 0, 1) for i in rindex]))
+        loop(row_outputs)
+        if self._has_full():
+            with L.loop_nest(b, space.sizes(space.reduced), name="n", **OUTER_LOOP) as rindex:
+                loop(full_outputs([Ix(i, 0, 1) for i in rindex]))
 
 
 def _closure(starts: list[Instruction]) -> set[Instruction]:

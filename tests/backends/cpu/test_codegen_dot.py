@@ -80,10 +80,12 @@ def arguments(dtype, rng):
     return [one(s) for lhs, rhs, _ in CASES for s in (lhs, rhs)]
 
 
-TOLERANCE = {"f32": (1e-4, 3e-4), "f64": (1e-12, 1e-12), "bf16": (2e-2, 6e-2), "s32": (0, 0)}
+TOLERANCE = {"f32": (1e-4, 3e-4), "f64": (1e-12, 1e-12), "bf16": (2e-2, 6e-2), "f16": (2e-3, 2e-2),
+             "s32": (0, 0)}
 
 
-@pytest.mark.parametrize("dtype", [dtypes.f32, dtypes.f64, dtypes.bf16, dtypes.s32], ids=lambda d: d.name)
+@pytest.mark.parametrize("dtype", [dtypes.f32, dtypes.f64, dtypes.bf16, dtypes.f16, dtypes.s32],
+                         ids=lambda d: d.name)
 def test_dot_general_layouts_match_the_interpreter(dtype):
     """Alone, and fused with a relu epilogue (every operand layout of CASES)."""
     args = arguments(dtype, np.random.default_rng(dtypes.ALL.index(dtype)))
