@@ -10,6 +10,7 @@ from .ir import Module, clone_module
 from .pass_manager import FixedPoint, PassManager, PipelineReport
 from .passes.algebraic_simplifier import AlgebraicSimplifier
 from .passes.constant_folding import ConstantFolding
+from .passes.convolution_expander import ConvolutionExpander
 from .passes.cse import CSE
 from .passes.dce import DCE
 from .passes.layout_assignment import LayoutAssignment
@@ -67,11 +68,18 @@ def interpreter_pipeline() -> list:
     ]
 
 
+def cpu_expanders() -> list:
+    # Ops the CPU backend computes as other ops. They run after layout assignment has
+    # folded transposes into convolution dimension numbers; the transposes and reshapes
+    # they create fold into the dots (layout assignment again) or simplify away.
+    return [ConvolutionExpander(), LayoutAssignment(), simplification()]
+
+
 def cpu_pipeline() -> list:
     # The CPU code generator lowers the fusions and the schedule of the shared pipeline;
     # its backend-specific choices (vector width, parallel split) are made per kernel
     # when it emits code (backends/cpu/codegen.py).
-    return interpreter_pipeline()
+    return shared_prefix() + cpu_expanders() + fusion() + [Scheduler()]
 
 
 PIPELINES = {"interpreter": interpreter_pipeline, "cpu": cpu_pipeline}

@@ -109,7 +109,7 @@ def test_transformer_block():
 # Ops this backend does not lower yet (the next engineer's list). Each raises
 # NotImplementedError at compile time naming the op and the user's source line.
 NOT_YET = {"gather", "scatter", "dynamic_slice", "dynamic_update_slice", "sort", "while",
-           "conditional", "call", "reduce_window", "select_and_scatter", "convolution",
+           "conditional", "call", "reduce_window", "select_and_scatter",
            "rng_bit_generator", "all_reduce", "send", "recv", "custom_call"}
 
 

@@ -1,0 +1,145 @@
+"""CPU codegen, convolution: lowered onto the GEMM by the convolution expander (im2col
+patches . reshaped kernel, compiler/passes/convolution_expander.py), against the
+interpreter: any dim_labels, strides, padding (negative too), lhs_dilation (transposed
+convolution), rhs_dilation, feature and batch groups, empty shapes, the dtypes, both
+gradient forms, and a fused epilogue."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tessel
+from tessel import lax
+from tessel.backends.interpreter import evaluate
+from tessel.backends.interpreter.testing import one_op_module
+from tessel.compiler import dtypes
+from tessel.compiler.ir import Shape
+from tessel.compiler.pipeline import optimize
+from tessel.runtime import backends
+
+CONVS = {  # name -> lhs shape, rhs shape, attrs
+    "1d": ((2, 3, 7), (4, 3, 3), dict(dim_labels="bf0_oi0->bf0")),
+    "1d_strided_padded": ((2, 3, 8), (2, 3, 3), dict(dim_labels="bf0_oi0->bf0", window_strides=(3,),
+                                                     padding=((2, 1),))),
+    "2d_nhwc": ((2, 5, 4, 3), (3, 2, 3, 4), dict(dim_labels="b01f_01io->b01f", window_strides=(2, 1),
+                                                 padding=((1, 1), (0, 2)), rhs_dilation=(1, 2))),
+    "2d_nhwc_same": ((2, 9, 11, 16), (3, 3, 16, 37), dict(dim_labels="b01f_01io->b01f",
+                                                         padding=((1, 1), (1, 1)))),
+    "2d_nchw_strided": ((3, 5, 12, 10), (7, 5, 3, 3), dict(dim_labels="bf01_oi01->bf01", window_strides=(2, 2),
+                                                          padding=((1, 0), (1, 1)))),
+    "2d_lhs_dilation": ((1, 2, 3, 4), (3, 2, 2, 2), dict(dim_labels="bf01_oi01->bf01", lhs_dilation=(2, 3),
+                                                         padding=((1, 1), (1, 0)))),
+    "negative_padding": ((1, 2, 9), (2, 2, 2), dict(dim_labels="bf0_oi0->bf0", padding=((-2, -1),))),
+    "feature_groups": ((2, 6, 5), (4, 3, 2), dict(dim_labels="bf0_oi0->bf0", feature_group_count=2)),
+    "depthwise": ((1, 5, 4, 4), (2, 2, 1, 10), dict(dim_labels="bf01_01io->bf01", feature_group_count=5)),
+    "depthwise_nhwc": ((2, 6, 7, 8), (3, 3, 1, 8), dict(dim_labels="b01f_01io->b01f", feature_group_count=8,
+                                                        padding=((1, 1), (1, 1)))),
+    "batch_groups": ((4, 3, 6), (6, 3, 2), dict(dim_labels="bf0_oi0->bf0", batch_group_count=2)),
+    "permuted_output": ((2, 3, 4, 5), (2, 3, 2, 2), dict(dim_labels="fb01_io01->0fb1")),
+    "3d": ((1, 2, 3, 4, 3), (2, 2, 2, 2, 2), dict(dim_labels="bf012_oi012->bf012", window_strides=(1, 2, 1))),
+    "0d_spatial": ((3, 4), (4, 5), dict(dim_labels="bf_io->bf")),
+    "1x1": ((2, 4, 4, 8), (1, 1, 8, 3), dict(dim_labels="b01f_01io->b01f")),
+    "empty_batch": ((0, 3, 5), (2, 3, 2), dict(dim_labels="bf0_oi0->bf0")),
+    "empty_features": ((2, 0, 5), (2, 0, 2), dict(dim_labels="bf0_oi0->bf0")),
+    "empty_window": ((2, 3, 5), (2, 3, 0), dict(dim_labels="bf0_oi0->bf0")),
+    "window_larger_than_input": ((2, 3, 2), (2, 3, 4), dict(dim_labels="bf0_oi0->bf0")),
+}
+
+
+def sample(dtype, shape, seed):
+    dt = dtypes.from_any(dtype)
+    rng = np.random.default_rng(seed)
+    if dt.is_integer:
+        return rng.integers(-20, 20, shape).astype(dt.storage)
+    return dtypes.canonicalize(rng.uniform(-2, 2, shape), dt)
+
+
+def run_both(lhs, rhs, attrs, dtype):
+    module = one_op_module("convolution", [Shape(dtype, lhs.shape), Shape(dtype, rhs.shape)], attrs)
+    want = evaluate(module, [lhs, rhs])
+    optimized, _ = optimize(module, "cpu")
+    assert not any(i.opcode == "convolution" for c in optimized.computations for i in c.instructions)
+    (got,) = backends.get("cpu").compile(optimized)([lhs, rhs])
+    assert got.shape == want.shape and got.dtype == want.dtype
+    return got, want
+
+
+def check(got, want, dtype):
+    dt = dtypes.from_any(dtype)
+    if dt.is_integer:
+        np.testing.assert_array_equal(got, want)
+    else:
+        tol = {"f64": 1e-12, "f32": 2e-5, "f16": 2e-2, "bf16": 5e-2}[dtype]
+        scale = max(1.0, float(np.max(np.abs(want.astype(np.float64)), initial=0)))
+        np.testing.assert_allclose(got.astype(np.float64), want.astype(np.float64), rtol=tol, atol=tol * scale)
+
+
+@pytest.mark.parametrize("case", sorted(CONVS))
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_convolution_matches_interpreter(case, dtype):
+    lshape, rshape, attrs = CONVS[case]
+    check(*run_both(sample(dtype, lshape, 1), sample(dtype, rshape, 2), attrs, dtype), dtype)
+
+
+@pytest.mark.parametrize("dtype", ["s32", "s8", "bf16", "f16"])
+@pytest.mark.parametrize("case", ["2d_nhwc", "feature_groups", "batch_groups"])
+def test_convolution_dtypes(case, dtype):
+    lshape, rshape, attrs = CONVS[case]
+    check(*run_both(sample(dtype, lshape, 3), sample(dtype, rshape, 4), attrs, dtype), dtype)
+
+
+# ----------------------------------------------------------------------------- gradient forms
+
+def _dilate(sizes, dilation):
+    return np.array([(s - 1) * d + 1 if s else 0 for s, d in zip(sizes, dilation)])
+
+
+GRADIENT_CASES = [  # x shape (b f s...), w shape (o i k...), strides, padding, rhs dilation, groups
+    ((2, 3, 9), (4, 3, 3), (2,), ((1, 2),), (1,), 1),
+    ((1, 2, 8), (2, 2, 2), (3,), ((0, 0),), (2,), 1),
+    ((2, 2, 6, 5), (3, 2, 3, 2), (2, 1), ((1, 1), (0, 1)), (1, 2), 1),
+    ((2, 4, 7), (6, 2, 3), (2,), ((1, 1),), (1,), 2),
+    ((3, 3, 5, 6), (3, 1, 2, 3), (1, 2), ((0, 1), (2, 0)), (2, 1), 3),   # depthwise
+]
+
+
+@pytest.mark.parametrize("xs,ws,strides,padding,rhs_dil,groups", GRADIENT_CASES)
+def test_gradient_convolutions(xs, ws, strides, padding, rhs_dil, groups):
+    """The input gradient (a transposed convolution: lhs_dilation = strides, reversed
+    kernel with 'io' labels) and the filter gradient (batch and features swapped, a
+    feature-grouped forward becomes batch_group_count), as JAX builds them."""
+    n = len(strides)
+    sp = "".join(map(str, range(n)))
+    x, w = sample("f32", xs, 5), sample("f32", ws, 6)
+    forward = dict(dim_labels=f"bf{sp}_oi{sp}->bf{sp}", window_strides=strides, padding=padding,
+                   rhs_dilation=rhs_dil, feature_group_count=groups)
+    y, _ = run_both(x, w, forward, "f32")
+    g = sample("f32", y.shape, 7)
+    lo = np.array([p for p, _ in padding])
+    hi = (_dilate(g.shape[2:], strides) - np.array(xs[2:])) + (_dilate(ws[2:], rhs_dil) - lo - 1)
+    filter_grad = dict(dim_labels=f"fb{sp}_io{sp}->fb{sp}", padding=tuple(zip(lo.tolist(), hi.tolist())),
+                       window_strides=tuple(rhs_dil), rhs_dilation=tuple(strides), batch_group_count=groups)
+    dw, want = run_both(x, g, filter_grad, "f32")
+    assert dw.shape == w.shape
+    check(dw, want, "f32")
+    if groups == 1:
+        k = _dilate(ws[2:], rhs_dil)
+        before = k - lo - 1
+        after = np.array(xs[2:]) + k - 1 - _dilate(g.shape[2:], strides) - before
+        input_grad = dict(dim_labels=f"bf{sp}_io{sp}->bf{sp}", padding=tuple(zip(before.tolist(), after.tolist())),
+                          lhs_dilation=tuple(strides), rhs_dilation=tuple(rhs_dil))
+        dx, want = run_both(g, np.ascontiguousarray(np.flip(w, tuple(range(2, 2 + n)))), input_grad, "f32")
+        assert dx.shape == x.shape
+        check(dx, want, "f32")
+
+
+# ----------------------------------------------------------------------------- in programs
+
+def test_conv_bias_relu_through_jit():
+    def f(x, w, b):
+        y = lax.conv_general_dilated(x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        return tessel.numpy.maximum(y + b, 0)
+    x, w, b = sample("f32", (2, 10, 9, 8), 8), sample("f32", (3, 3, 8, 16), 9), sample("f32", (16,), 10)
+    got = tessel.jit(f, backend="cpu")(x, w, b)
+    want = tessel.jit(f, backend="interpreter")(x, w, b)
+    check(np.asarray(got), np.asarray(want), "f32")
