@@ -22,7 +22,7 @@ multiples of the width, and a vector never straddles a row of W-multiple length.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from llvmlite import ir
@@ -39,15 +39,39 @@ class Ix:
     value: int | ir.Value
     step: int | None = 0
     align: int = 1
+    form: tuple | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        if self.form is None:     # an IR value the index math did not derive: an atom of its own
+            object.__setattr__(self, "form", _const_form(self.value) if isinstance(self.value, int)
+                               else (frozenset({(self.value, 1)}), 0))
 
     @property
     def static(self) -> bool:
         return isinstance(self.value, int)
 
     def key(self):
-        """For memoization: ints by value, IR values by object (held by the key, so an
-        object's identity can never be reused by another)."""
-        return (self.value, self.step)
+        """For memoization: equal affine forms are equal indices, however the IR got
+        there (a stencil reaches i + 2 along many paths; one computation serves them)."""
+        return (self.form, self.step)
+
+
+# A canonical affine form: (frozenset of (atom, coefficient), constant). Atoms are IR
+# values (loop indices, loads) or ("div" | "mod", form, divisor) for derived ones.
+
+def _const_form(value: int) -> tuple:
+    return (frozenset(), value)
+
+
+def _combine(fx: tuple, fy: tuple, scale: int = 1) -> tuple:
+    terms = dict(fx[0])
+    for atom, coefficient in fy[0]:
+        terms[atom] = terms.get(atom, 0) + scale * coefficient
+    return (frozenset((a, c) for a, c in terms.items() if c), fx[1] + scale * fy[1])
+
+
+def _scaled(f: tuple, c: int) -> tuple:
+    return (frozenset((a, k * c) for a, k in f[0]), f[1] * c) if c else _const_form(0)
 
 
 def const_ix(value: int) -> Ix:
@@ -71,13 +95,14 @@ class IndexMath:
     def add(self, x: Ix, y: Ix) -> Ix:
         step = None if x.step is None or y.step is None else x.step + y.step
         align = math.gcd(x.align, y.align)
+        form = _combine(x.form, y.form)
         if x.static and y.static:
             return Ix(x.value + y.value, step, abs(x.value + y.value))
         if y.static and y.value == 0:
-            return Ix(x.value, step, align)
+            return Ix(x.value, step, align, form)
         if x.static and x.value == 0:
-            return Ix(y.value, step, align)
-        return Ix(self.b.add(self._ir(x.value), self._ir(y.value), flags=["nsw"]), step, align)
+            return Ix(y.value, step, align, form)
+        return Ix(self.b.add(self._ir(x.value), self._ir(y.value), flags=["nsw"]), step, align, form)
 
     def add_const(self, x: Ix, c: int) -> Ix:
         return self.add(x, const_ix(c))
@@ -90,7 +115,8 @@ class IndexMath:
             return ZERO
         if c == 1:
             return x
-        return Ix(self.b.mul(x.value, ir.Constant(I64, c), flags=["nsw"]), step, x.align * abs(c))
+        return Ix(self.b.mul(x.value, ir.Constant(I64, c), flags=["nsw"]), step, x.align * abs(c),
+                  _scaled(x.form, c))
 
     def sub_from(self, c: int, x: Ix) -> Ix:
         """c - x."""
@@ -114,7 +140,8 @@ class IndexMath:
         uniform = 0 if x.step == 0 else None
         q = self.b.udiv(x.value, ir.Constant(I64, d))
         r = self.b.urem(x.value, ir.Constant(I64, d))
-        return Ix(q, uniform, 1), Ix(r, uniform, math.gcd(x.align, d))
+        return (Ix(q, uniform, 1, (frozenset({(("div", x.form, d), 1)}), 0)),
+                Ix(r, uniform, math.gcd(x.align, d), (frozenset({(("mod", x.form, d), 1)}), 0)))
 
     def less(self, x: Ix, bound: int) -> ir.Value | bool:
         """x < bound, compared as signed (lane 0; uniform conditions only)."""
@@ -194,13 +221,13 @@ def _split_flat(ix: IndexMath, flat: Ix, sizes, positions, out) -> None:
     moving = flat.step != 0
     if moving and not ix.lanes_within(flat, sizes[-1]):
         raise NotVectorizable("a reshape splits the vectorized dim where a vector may wrap")
-    lane0 = Ix(flat.value, 0, flat.align)        # div/mod on lane 0; lanes move in the last dim
+    lane0 = replace(flat, step=0)                # div/mod on lane 0; lanes move in the last dim
     strides = row_major_strides(sizes)
     for k, (pos, size, stride) in enumerate(zip(positions, sizes, strides)):
         q = ix.divmod(lane0, stride)[0] if stride > 1 else lane0
         value = q if k == 0 else ix.divmod(q, size)[1]
         if moving and k == len(positions) - 1:
-            value = Ix(value.value, flat.step, value.align)
+            value = replace(value, step=flat.step)
         out[pos] = value
 
 
@@ -281,7 +308,7 @@ def pad_operand_index(ix: IndexMath, instr, index):
         else:
             q = shifted
         conditions += [ix.at_least(q, 0), ix.less(q, n)]
-        out.append(Ix(q.value, 0 if x.step == 0 else q.step, q.align))
+        out.append(replace(q, step=0 if x.step == 0 else q.step))
     return out, _all(ix, conditions)
 
 

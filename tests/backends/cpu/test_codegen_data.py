@@ -153,3 +153,26 @@ def test_transposed_reads_stay_vectorized_with_per_lane_loads():
     rng = np.random.default_rng(4)
     assert_matches_interpreter(optimize(module, "cpu")[0], [rng.standard_normal((33, 40)).astype(np.float32),
                                                              rng.standard_normal((40, 33)).astype(np.float32)])
+
+
+def test_a_stencil_reaches_each_index_once():
+    """y = y[1:] + y[:-1], 14 times, in one loop fusion: the same element of an earlier
+    y is reached along many paths; the evaluator computes it once (affine index forms),
+    so the kernel holds d(d+1)/2 additions per vector body, not 2^d."""
+    depth, n = 14, 4096
+    b = Builder(module := Module("stencil"), "main")
+    y = b.parameter(f((n,)), "x")
+    for k in range(depth):
+        size = n - k
+        y = b.emit("add", [b.emit("slice", [y], attrs={"start_indices": (1,), "limit_indices": (size,)}),
+                           b.emit("slice", [y], attrs={"start_indices": (0,), "limit_indices": (size - 1,)})])
+    b.build(b.emit("tuple", [y]), entry=True)
+    module, _ = optimize(module, "cpu")
+    text = codegen.compile_program(module).ir
+    assert text.count(" = fadd ") <= 2 * depth * (depth + 1) // 2     # vector body and masked tail
+    x = np.random.default_rng(5).standard_normal(n).astype(np.float32)
+    (got,) = run_cpu(module, [x])
+    want = x.astype(np.float64)
+    for _ in range(depth):
+        want = want[1:] + want[:-1]
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
