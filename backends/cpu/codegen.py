@@ -50,7 +50,8 @@ from ...compiler.buffer_assignment import (ALIGNMENT, ARGUMENT, CONSTANT, OUTPUT
                                            Slice, aligned, assign_buffers)
 from ...compiler.dtypes import DType
 from ...compiler.ir import Computation, Instruction, Module, Shape
-from . import kernels_dot, kernels_loop, kernels_reduce
+from ...compiler.structural import shape_structure
+from . import kernels_control, kernels_dot, kernels_gather, kernels_loop, kernels_reduce
 from . import loops as L
 from .kernels_data import Ix, NotVectorizable
 from .kernels_elementwise import I8, I64, PTR
@@ -75,6 +76,15 @@ KERNELS: dict[str, Callable] = {
     "loop": kernels_loop.emit_loop_kernel,
     "input": kernels_reduce.emit_reduce_kernel,
     "output": kernels_dot.emit_dot_kernel,
+    # index kernels (kernels_gather.py): never fused, one kernel per instruction
+    "dynamic_slice": kernels_gather.emit_dynamic_slice,
+    "dynamic_update_slice": kernels_gather.emit_dynamic_update_slice,
+    "gather": kernels_gather.emit_gather,
+    "scatter": kernels_gather.emit_scatter,
+    # control flow (kernels_control.py): nested computations as native functions
+    "while": kernels_control.emit_while,
+    "conditional": kernels_control.emit_conditional,
+    "call": kernels_control.emit_call,
 }
 
 # Unfused instructions: the kind of kernel that computes them.
@@ -84,6 +94,8 @@ KERNEL_KIND: dict[str, str] = {
                                  "concatenate", "pad", "iota")},
     "reduce": "input",
     "dot_general": "output",
+    **{name: name for name in ("dynamic_slice", "dynamic_update_slice", "gather", "scatter",
+                               "while", "conditional", "call")},
 }
 
 # Instructions that run no code: their values are buffers something else holds.
@@ -184,6 +196,7 @@ class Codegen:
         self.kernel_names: list[str] = []
         self._names: set[str] = set()
         self._constant_globals: dict = {}
+        self._kernel_functions: dict = {}      # (kernel_key, n) -> the n-th function of such kernels
         self._uses_pool = False
 
     def unique(self, hint: str) -> str:
@@ -269,10 +282,9 @@ class Codegen:
             kind, comp = KERNEL_KIND[instr.opcode], as_computation(instr)
         outputs = [self.pointer(s) for s in self.plan.slices_of(instr)]
         operands = []
-        for operand in instr.operands:
-            (where,) = self.plan.slices_of(operand)
-            operands.append(self.pointer(where))
-        kc = KernelContext(self, instr, temp)
+        for operand in instr.operands:          # one pointer per leaf (tuple operands: several)
+            operands.extend(self.pointer(where) for where in self.plan.slices_of(operand))
+        kc = KernelContext(self, instr, temp, kernel_key(kind, comp))
         KERNELS[kind](kc, comp, outputs, operands)
         self.temp_bytes = max(self.temp_bytes, kc.temp_used)
         self.kernel_names.append(f"{kind}:{instr.name}")
@@ -296,6 +308,36 @@ class ByteArray(ir.Constant):
         return 'c"' + self._ESCAPES[raw].tobytes().decode("ascii") + '"'
 
 
+def kernel_key(kind: str, comp: Computation):
+    """What a kernel's code depends on: its kind and its computation up to names and
+    source locations (two attention heads give one key; their kernels differ only in
+    the pointers the entry passes)."""
+    return (kind, computation_key(comp))
+
+
+def computation_key(comp: Computation, memo: dict | None = None, leave_out=frozenset()) -> tuple:
+    """`comp` as nested tuples, instructions by position (`leave_out`: instructions not
+    to describe, e.g. what a GEMM reads through strided views)."""
+    memo = {} if memo is None else memo
+    tag = (id(comp), frozenset(id(i) for i in leave_out))
+    if tag not in memo:
+        position = {instr: k for k, instr in enumerate(comp.instructions)}
+        memo[tag] = (tuple((i.opcode, shape_structure(i.shape), tuple(position[o] for o in i.operands),
+                            _attrs_key(i, memo)) for i in comp.instructions if i not in leave_out),
+                     position[comp.root])
+    return memo[tag]
+
+
+def _attrs_key(instr: Instruction, memo: dict) -> tuple:
+    def value(v):
+        if isinstance(v, Computation):
+            return computation_key(v, memo)
+        if isinstance(v, tuple):
+            return tuple(value(x) for x in v)
+        return v
+    return tuple(sorted((name, value(v)) for name, v in instr.attrs.items()))
+
+
 def as_computation(instr: Instruction) -> Computation:
     """A one-instruction computation computing `instr` from parameters (its operands)."""
     comp = Computation(f"{instr.name}.kernel")
@@ -311,9 +353,11 @@ class KernelContext:
     """What a kernel emitter uses: the LLVM module, target facts, the entry builder at
     the kernel's place, private temporary memory, and the parallel dispatch."""
 
-    def __init__(self, codegen: Codegen, instr: Instruction, temp: ir.Value):
+    def __init__(self, codegen: Codegen, instr: Instruction, temp: ir.Value, key=None):
         self.codegen = codegen
         self.instr = instr
+        self.key = key if key is not None else object()      # unique: nothing to share
+        self._functions = 0
         self.module = codegen.llvm
         self.target = codegen.target
         self.threads = codegen.threads
@@ -368,6 +412,19 @@ class KernelContext:
 
     # ------------------------------------------------------------ running
 
+    def reusable(self, make: Callable, key=None) -> ir.Function:
+        """The next function this kernel emits: `make()` builds it, unless a kernel of
+        the same structure (`kernel_key`) built it already -- then that one is reused.
+        Kernels must ask for their functions in the same order every time. A `key`
+        given names the function's code by itself (any kernel may share it)."""
+        if key is None:
+            key = (self.key, self._functions)
+            self._functions += 1
+        cache = self.codegen._kernel_functions
+        if key not in cache:
+            cache[key] = make()
+        return cache[key]
+
     def run_units(self, hint: str, units: int, pointers: list, unit_cost: float,
                   body: Callable) -> None:
         """Define `void f(ptr ctx, i64 begin, i64 end)` doing units [begin, end) with
@@ -375,12 +432,16 @@ class KernelContext:
         and call it from the entry: on the thread pool when the work is large enough."""
         if units <= 0:
             return
-        fn, b = self.function(hint, [PTR, I64, I64])
-        ctx, begin, end = fn.args
-        ptrs = [L.load(b, L.gep(b, ctx, PTR, k), PTR) for k in range(len(pointers))]
-        body(b, ptrs, begin, end)
-        b.ret_void()
-        self.call(fn, pointers, units, unit_cost)
+
+        def make():
+            fn, b = self.function(hint, [PTR, I64, I64])
+            ctx, begin, end = fn.args
+            ptrs = [L.load(b, L.gep(b, ctx, PTR, k), PTR) for k in range(len(pointers))]
+            body(b, ptrs, begin, end)
+            b.ret_void()
+            return fn
+
+        self.call(self.reusable(make), pointers, units, unit_cost)
 
     def call(self, fn: ir.Function, pointers: list, units: int, unit_cost: float) -> None:
         e = self.entry

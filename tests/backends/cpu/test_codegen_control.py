@@ -1,0 +1,101 @@
+"""CPU codegen, control flow (kernels_control.py): while, conditional and call as
+nested computations compiled to native functions with their own buffer plans, against
+the interpreter -- tuple states, loops that never run, nested loops and branches,
+branch index clamping (pred and integer), bodies that return their parameters (output
+aliases), constants and thread-pool-sized kernels inside bodies."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tessel
+import tessel.numpy as tnp
+from tessel import lax
+from tessel.backends.interpreter import evaluate
+from tessel.compiler.ir import Builder, Module, Shape
+from tessel.runtime import backends
+
+
+def assert_cpu_matches_interpreter(f, *args):
+    got = tessel.jit(f, backend="cpu")(*args)
+    want = tessel.jit(f, backend="interpreter")(*args)
+    got, want = (got if isinstance(got, tuple) else (got,)), (want if isinstance(want, tuple) else (want,))
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        g, w = np.asarray(g), np.asarray(w)
+        assert g.shape == w.shape and g.dtype == w.dtype
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+
+
+X = np.arange(-3, 9, dtype=np.float32).reshape(3, 4)
+
+
+@pytest.mark.parametrize("n", [0, 1, 5])
+def test_fori_loop(n):
+    assert_cpu_matches_interpreter(lambda x, n: lax.fori_loop(0, n, lambda k, v: v * 0.5 + k.astype(np.float32), x),
+                                   X, np.array(n, np.int32))
+
+
+def test_while_with_tuple_state_and_reduction():
+    def f(x, limit):
+        def body(c):
+            i, v, total = c
+            return i + 1, tnp.tanh(v) * np.float32(1.5), total + tnp.sum(v, axis=0)
+        return lax.while_loop(lambda c: c[0] < limit, body, (np.int32(0), x, tnp.zeros(4, np.float32)))
+    assert_cpu_matches_interpreter(f, X, np.array(4, np.int32))
+    assert_cpu_matches_interpreter(f, X, np.array(-1, np.int32))
+
+
+def test_while_body_returning_its_parameters():
+    # the body returns part of its state unchanged: an output the nested plan aliases
+    def f(x, y):
+        return lax.while_loop(lambda c: c[0] < 3, lambda c: (c[0] + 1, c[1], c[2] + c[1]), (np.int32(0), x, y))
+    assert_cpu_matches_interpreter(f, X, X * 2)
+
+
+def test_nested_loops_and_branches():
+    def f(x, n):
+        def outer(k, v):
+            inner = lax.fori_loop(0, k, lambda j, w: w + j.astype(np.float32), v)
+            return lax.cond(k % 2 == 0, lambda w: w * 2, lambda w: w - 1, inner)
+        return lax.fori_loop(0, n, outer, x)
+    assert_cpu_matches_interpreter(f, X, np.array(4, np.int32))
+
+
+@pytest.mark.parametrize("pred", [True, False])
+def test_cond_on_pred(pred):
+    assert_cpu_matches_interpreter(lambda p, x: lax.cond(p, lambda v: tnp.exp(v), lambda v: v * v, x),
+                                   np.array(pred), X)
+
+
+@pytest.mark.parametrize("index", [-5, 0, 1, 2, 3, 100])
+def test_switch_clamps_the_index(index):
+    branches = [lambda v: v + 1, lambda v: v * 3, lambda v: tnp.max(v) - v]
+    assert_cpu_matches_interpreter(lambda i, x: lax.switch(i, branches, x), np.array(index, np.int32), X)
+
+
+def test_cond_with_tuple_operands_and_results():
+    def f(p, x, y):
+        return lax.cond(p, lambda a, b: (a + b, a @ b.T), lambda a, b: (a - b, b @ a.T), x, y)
+    assert_cpu_matches_interpreter(f, np.array(True), X, X + 1)
+    assert_cpu_matches_interpreter(f, np.array(False), X, X + 1)
+
+
+def test_large_body_runs_on_the_pool():
+    x = np.random.default_rng(0).standard_normal((512, 1024)).astype(np.float32)
+    assert_cpu_matches_interpreter(lambda x: lax.fori_loop(0, 2, lambda k, v: tnp.tanh(v) + v * 0.5, x), x)
+
+
+def test_call():
+    module = Module("m")
+    b = Builder(module, "callee")
+    p, q = b.parameter(Shape("f32", (3, 4))), b.parameter(Shape("f32", (3, 4)))
+    callee = b.build(b.emit("tuple", [b.emit("multiply", [p, q]), p]))
+    b = Builder(module, "main")
+    x, y = b.parameter(Shape("f32", (3, 4))), b.parameter(Shape("f32", (3, 4)))
+    called = b.emit("call", [x, y], attrs={"to_apply": callee})
+    first = b.emit("get_tuple_element", [called], attrs={"index": 0})
+    b.build(b.emit("add", [first, y]), entry=True)
+    want = evaluate(module, [X, X * 2])
+    (got,) = backends.get("cpu").compile(module)([X, X * 2])
+    np.testing.assert_array_equal(got, want)
