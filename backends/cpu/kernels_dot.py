@@ -222,13 +222,26 @@ class DotKernel:
         spec = gemm.GemmSpec(self.gemm_dtype.name, d.M, d.N, d.K, d.batch, a_strides=a_strides,
                              b_strides=b_strides, c_strides=None, epilogue=epilogue,
                              epilogue_operands=len(self.params) if epilogue else 0)
-        name = self.kc.codegen.unique(f"tessel.gemm.{self.kc.name_hint()}")
-        fn = gemm.emit_gemm(self.kc.module, spec, name, target=self.kc.target, threads=self.kc.threads)
+        kc = self.kc
+        fn = kc.reusable(lambda: gemm.emit_gemm(kc.module, spec, kc.codegen.unique(f"tessel.gemm.{kc.name_hint()}"),
+                                                target=kc.target, threads=kc.threads),
+                         key=self._gemm_key(spec))
         scratch = self.kc.temp(max(gemm.scratch_bytes(spec, target=self.kc.target, threads=self.kc.threads), 1))
         extra = list(self.operands) if epilogue else []
         self.kc.entry.call(fn, [a, b, c, scratch] + extra)
         if not fused:
             self._epilogue_pass(c)
+
+    def _gemm_key(self, spec: gemm.GemmSpec) -> tuple:
+        """What the GEMM function's code depends on: the spec, and the epilogue's part
+        of the computation (operand views only move the pointers the entry passes)."""
+        from .codegen import computation_key
+        shape = (spec.dtype, spec.M, spec.N, spec.K, spec.batch, spec.a_strides, spec.b_strides,
+                 spec.c_strides, spec.epilogue_operands)
+        if spec.epilogue is None:
+            return ("gemm", shape)
+        views = _dependencies(self.dot.operands) - set(self.params)
+        return ("gemm", shape, computation_key(self.comp, leave_out=views))
 
     # ------------------------------------------------------------ operands
 
@@ -342,6 +355,17 @@ class DotKernel:
         emit_elemental_kernel(self.kc, f"epilogue.{self.kc.name_hint()}", dims,
                               [self.outputs[0], product] + list(self.operands), make_point,
                               work + params, element_cost(work))
+
+
+def _dependencies(starts) -> set:
+    """`starts` and everything they are computed from."""
+    seen, stack = set(), list(starts)
+    while stack:
+        instr = stack.pop()
+        if instr not in seen:
+            seen.add(instr)
+            stack.extend(instr.operands)
+    return seen
 
 
 def _convert_value(ev: Evaluator, src, dst, value):
