@@ -87,10 +87,12 @@ TOLERANCE = {"f32": (1e-4, 3e-4), "f64": (1e-12, 1e-12), "bf16": (2e-2, 6e-2), "
 @pytest.mark.parametrize("dtype", [dtypes.f32, dtypes.f64, dtypes.bf16, dtypes.f16, dtypes.s32],
                          ids=lambda d: d.name)
 def test_dot_general_layouts_match_the_interpreter(dtype):
-    """Alone, and fused with a relu epilogue (every operand layout of CASES)."""
+    """Fused with a relu epilogue, and alone (f32, bf16, s32: the others take the same
+    paths as f32), for every operand layout of CASES."""
     args = arguments(dtype, np.random.default_rng(dtypes.ALL.index(dtype)))
-    assert_matches_interpreter(dots_module(dtype, None, False), args, *TOLERANCE[dtype.name])
     assert_matches_interpreter(dots_module(dtype, "relu", True), args, *TOLERANCE[dtype.name])
+    if dtype.name in ("f32", "bf16", "s32"):
+        assert_matches_interpreter(dots_module(dtype, None, False), args, *TOLERANCE[dtype.name])
 
 
 @pytest.mark.parametrize("kind", ["tanh", "convert"])

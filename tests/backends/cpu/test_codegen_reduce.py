@@ -85,7 +85,9 @@ SHAPES = [  # (input dims, reduced dims): row mode, column mode, both, all, none
                          ids=lambda d: d.name)
 def test_reductions_match_the_interpreter(dtype):
     rng = np.random.default_rng(dtypes.ALL.index(dtype))
-    ops_ = ["maximum", "minimum"] if dtype.is_pred else ["add", "maximum", "minimum", "multiply"]
+    # every reducer on f32; the others share their code paths (identities differ only)
+    ops_ = (["maximum", "minimum"] if dtype.is_pred else ["add", "maximum", "minimum", "multiply"]
+            if dtype == dtypes.f32 else ["add", "maximum"])
     rtol, atol = {"f32": (2e-5, 1e-5), "bf16": (3e-2, 0.2), "f64": (1e-12, 1e-12)}.get(dtype.name, (0, 0))
     cases = [(shape, dims, prologue) for shape, dims in SHAPES for prologue in (False, True)]
     for op in ops_:
