@@ -51,7 +51,8 @@ from ...compiler.buffer_assignment import (ALIGNMENT, ARGUMENT, CONSTANT, OUTPUT
 from ...compiler.dtypes import DType
 from ...compiler.ir import Computation, Instruction, Module, Shape
 from ...compiler.structural import shape_structure
-from . import kernels_control, kernels_dot, kernels_gather, kernels_loop, kernels_reduce
+from . import (kernels_control, kernels_dot, kernels_gather, kernels_loop, kernels_misc, kernels_reduce, kernels_rng,
+               kernels_sort, kernels_window)
 from . import loops as L
 from .kernels_data import Ix, NotVectorizable
 from .kernels_elementwise import I8, I64, PTR
@@ -85,6 +86,16 @@ KERNELS: dict[str, Callable] = {
     "while": kernels_control.emit_while,
     "conditional": kernels_control.emit_conditional,
     "call": kernels_control.emit_call,
+    # window ops (kernels_window.py), sort (kernels_sort.py), rng (kernels_rng.py)
+    "reduce_window": kernels_window.emit_reduce_window,
+    "select_and_scatter": kernels_window.emit_select_and_scatter,
+    "sort": kernels_sort.emit_sort,
+    "rng_bit_generator": kernels_rng.emit_rng_bit_generator,
+    # communication and escape hatches (kernels_misc.py)
+    "all_reduce": kernels_misc.emit_all_reduce,
+    "send": kernels_misc.emit_send,
+    "recv": kernels_misc.emit_recv,
+    "custom_call": kernels_misc.emit_custom_call,
 }
 
 # Unfused instructions: the kind of kernel that computes them.
@@ -95,7 +106,8 @@ KERNEL_KIND: dict[str, str] = {
     "reduce": "input",
     "dot_general": "output",
     **{name: name for name in ("dynamic_slice", "dynamic_update_slice", "gather", "scatter",
-                               "while", "conditional", "call")},
+                               "while", "conditional", "call", "reduce_window", "select_and_scatter", "sort",
+                               "rng_bit_generator", "all_reduce", "send", "recv", "custom_call")},
 }
 
 # Instructions that run no code: their values are buffers something else holds.

@@ -63,6 +63,7 @@ def nested_function(parent, comp: Computation) -> tuple[ir.Function, int]:
             # share the parent's module, math library, names and constant globals
             self.llvm, self.mathlib = parent.llvm, parent.mathlib
             self._names, self._constant_globals = parent._names, parent._constant_globals
+            self.parent_codegen = getattr(parent, "parent_codegen", parent)     # the entry's (channels)
 
         def emit_function(self) -> ir.Function:
             check_nested(comp)

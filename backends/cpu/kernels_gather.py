@@ -18,7 +18,8 @@ writes of dynamic_update_slice and gather run on the thread pool over rows / bat
 elements; scatter runs on one thread in order (several updates may hit one element,
 and the combiner need not commute). The combiner is the `to_apply` computation emitted
 inline as scalar code by the loop evaluator (kernels_loop.Evaluator), its two
-parameters bound to the current value and the update.
+parameters bound to the current value and the update (`apply_scalar`, which also
+inlines calls inside it).
 
 Outputs never share storage with operands here (buffer assignment only writes
 elementwise ops in place), so the operand copy is a plain memcpy.
@@ -107,6 +108,21 @@ class _Rows:
 
 def row_count(dims) -> int:
     return math.prod(dims[:-1]) if dims else 1
+
+
+def apply_scalar(kc, b: ir.IRBuilder, comp: Computation, values: list) -> list:
+    """A nested computation (a combiner, comparator, selector) on scalar register values,
+    emitted inline by the loop evaluator; `call`s inside it are inlined the same way."""
+    params = sorted(comp.parameters, key=lambda p: p.attrs["index"])
+    bound = dict(zip(params, values))
+    for instr in comp.instructions:
+        if instr.opcode == "call":
+            ev = Evaluator(b, 1, kc.mathlib, bound=bound, constants=kc.constant_provider())
+            results = apply_scalar(kc, b, instr.attrs["to_apply"], [ev.value(o, ()) for o in instr.operands])
+            bound[instr] = tuple(results) if instr.shape.is_tuple else results[0]
+    ev = Evaluator(b, 1, kc.mathlib, bound=bound, constants=kc.constant_provider())
+    result = ev.value(comp.root, ())
+    return list(result) if isinstance(result, tuple) else [result]
 
 
 def load_starts(b, ptrs, instrs: list[Instruction], dims, sizes) -> list:
@@ -232,7 +248,6 @@ def emit_scatter(kc, comp: Computation, outputs: list, operands: list) -> None:
         window_size[od] = u_dims[ud]
     xs = row_major_strides(x_dims)
     combiner = a["to_apply"]
-    params = sorted(combiner.parameters, key=lambda p: p.attrs["index"])
 
     def body(b, ptrs, begin, end):
         xp, ip, up = ptrs
@@ -255,9 +270,8 @@ def emit_scatter(kc, comp: Computation, outputs: list, operands: list) -> None:
                 update = L.gep(b, up, ty, flat)
                 old = from_storage(e, dtype, L.load(b, target, ty))
                 new = from_storage(e, dtype, L.load(b, update, ty))
-                ev = Evaluator(b, 1, kc.mathlib, bound={params[0]: old, params[1]: new},
-                               constants=kc.constant_provider())
-                L.store(b, to_storage(e, dtype, ev.value(combiner.root, ())), target)
+                (combined,) = apply_scalar(kc, b, combiner, [old, new])
+                L.store(b, to_storage(e, dtype, combined), target)
 
     # One unit: updates apply in order on the calling thread.
     fn, b = kc.function(kc.name_hint() + ".scatter", [PTR, I64, I64])

@@ -99,3 +99,21 @@ def test_call():
     want = evaluate(module, [X, X * 2])
     (got,) = backends.get("cpu").compile(module)([X, X * 2])
     np.testing.assert_array_equal(got, want)
+
+
+def test_scan_and_indexed_updates_in_a_loop():
+    """scan (a while over dynamic_slice / dynamic_update_slice) and a gather feeding a
+    dynamic_update_slice inside a fori_loop body."""
+    xs = np.random.default_rng(0).standard_normal((7, 5)).astype(np.float32)
+
+    def scan(xs):
+        def step(c, x):
+            c = tnp.tanh(c * 0.9 + x)
+            return c, c.sum()
+        return lax.scan(step, tnp.zeros(5, np.float32), xs)
+    assert_cpu_matches_interpreter(scan, xs)
+
+    def rows(x, idx):
+        body = lambda k, acc: lax.dynamic_update_slice(acc, x[idx[k] % 5][None], (k, np.int32(0)))  # noqa: E731
+        return lax.fori_loop(0, 4, body, tnp.zeros((4, 5), np.float32))
+    assert_cpu_matches_interpreter(rows, np.arange(25, dtype=np.float32).reshape(5, 5), np.array([3, 1, 4, 1], np.int32))

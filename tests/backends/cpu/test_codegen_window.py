@@ -1,0 +1,142 @@
+"""CPU codegen, window ops (kernels_window.py): reduce_window (padding, base and window
+dilation, variadic argmax, empty shapes, dtypes) and select_and_scatter (ties, overlapping
+and padded windows, windows of padding only) against the interpreter."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tessel
+from tessel import lax
+from tessel.backends.interpreter import evaluate
+from tessel.backends.interpreter.testing import one_op_module, reducer
+from tessel.compiler.ir import Builder, Shape
+from tessel.runtime import backends
+
+
+def ints(shape, dtype=np.float32, seed=0, low=-4, high=5):
+    return np.random.default_rng(seed).integers(low, high, shape).astype(dtype)
+
+
+def assert_matches(module, args):
+    want = evaluate(module, args)
+    want = list(want) if isinstance(want, tuple) else [want]
+    got = backends.get("cpu").compile(module)(args)
+    for g, w in zip(got, want):
+        assert g.shape == w.shape and g.dtype == w.dtype
+        np.testing.assert_array_equal(g, w)      # small integers: every order of sums is exact
+
+
+WINDOWS = {
+    "1d_sum": ((7,), dict(window_dimensions=(3,))),
+    "maxpool_2x2": ((4, 6), dict(window_dimensions=(2, 2), window_strides=(2, 2))),
+    "padded": ((5, 4), dict(window_dimensions=(3, 3), padding=((1, 1), (2, 0)))),
+    "base_dilated": ((4,), dict(window_dimensions=(2,), base_dilations=(2,), padding=((1, 0),))),
+    "window_dilated": ((3, 9), dict(window_dimensions=(2, 3), window_dilations=(1, 3), window_strides=(1, 2))),
+    "scalar": ((), dict(window_dimensions=())),
+    "empty_output": ((2, 3), dict(window_dimensions=(3, 1))),
+    "empty_input": ((0, 3), dict(window_dimensions=(1, 2))),
+    "empty_input_padded": ((0, 3), dict(window_dimensions=(1, 2), padding=((1, 1), (0, 0)))),
+    "nhwc_pool": ((2, 9, 9, 5), dict(window_dimensions=(1, 3, 3, 1), window_strides=(1, 2, 2, 1),
+                                     padding=((0, 0), (1, 1), (1, 1), (0, 0)))),
+}
+
+
+@pytest.mark.parametrize("op", ["add", "maximum", "minimum", "multiply"])
+@pytest.mark.parametrize("case", sorted(WINDOWS))
+def test_reduce_window(op, case):
+    shape, attrs = WINDOWS[case]
+    x = ints(shape, low=-2, high=3) if op == "multiply" else ints(shape)
+    init = np.array({"add": 0.5, "maximum": -10.0, "minimum": 10.0, "multiply": 1.0}[op], np.float32)
+    module = one_op_module("reduce_window", [Shape("f32", shape), Shape("f32", ())],
+                           {**attrs, "to_apply": reducer(op, "f32")})
+    assert_matches(module, [x, init])
+
+
+@pytest.mark.parametrize("dtype", ["s32", "s8", "f64", "bf16", "pred"])
+def test_reduce_window_dtypes(dtype):
+    shape, attrs = WINDOWS["padded"]
+    np_dtype = {"s32": np.int32, "s8": np.int8, "f64": np.float64, "bf16": np.float32, "pred": bool}[dtype]
+    x = ints(shape, np_dtype, low=0 if dtype == "pred" else -4, high=2 if dtype == "pred" else 5)
+    op = "or" if dtype == "pred" else "add"
+    module = one_op_module("reduce_window", [Shape(dtype, shape), Shape(dtype, ())],
+                           {**attrs, "to_apply": reducer(op, dtype)})
+    assert_matches(module, [x, np.array(0, np_dtype)])
+
+
+def argmax_reducer(module):
+    b = Builder(module, "argmax")
+    v, i = Shape("f32", ()), Shape("s32", ())
+    v0, i0, v1, i1 = b.parameter(v, "v0"), b.parameter(i, "i0"), b.parameter(v, "v1"), b.parameter(i, "i1")
+    gt = b.emit("compare", [v0, v1], {"direction": "GT"})
+    eq = b.emit("compare", [v0, v1], {"direction": "EQ"})
+    lt_index = b.emit("compare", [i0, i1], {"direction": "LT"})
+    first = b.emit("or", [gt, b.emit("and", [eq, lt_index])])
+    return b.build(b.emit("tuple", [b.emit("select", [first, v0, v1]), b.emit("select", [first, i0, i1])]))
+
+
+@pytest.mark.parametrize("case", ["maxpool_2x2", "padded", "window_dilated"])
+def test_variadic_reduce_window_argmax(case):
+    shape, attrs = WINDOWS[case]
+    x = ints(shape, seed=6)
+    pos = np.arange(x.size, dtype=np.int32).reshape(shape)
+    module = one_op_module("reduce_window", [Shape("f32", shape), Shape("s32", shape), Shape("f32", ()),
+                                             Shape("s32", ())], {**attrs, "to_apply": argmax_reducer})
+    assert_matches(module, [x, pos, np.array(-np.inf, np.float32), np.array(-1, np.int32)])
+
+
+def test_max_pool_through_jit():
+    x = np.random.default_rng(0).standard_normal((2, 12, 11, 8)).astype(np.float32)
+    f = lambda x: lax.reduce_window(x, -np.inf, max, (1, 3, 3, 1), (1, 2, 2, 1), "SAME")  # noqa: E731
+    np.testing.assert_array_equal(np.asarray(tessel.jit(f, backend="cpu")(x)),
+                                  np.asarray(tessel.jit(f, backend="interpreter")(x)))
+
+
+# ----------------------------------------------------------------------------- select_and_scatter
+
+SELECT_CASES = {
+    "maxpool_grad": ((4, 6), dict(window_dimensions=(2, 2), window_strides=(2, 2))),
+    "overlapping_padded": ((5, 5), dict(window_dimensions=(3, 3), window_strides=(1, 1), padding=((1, 1), (1, 1)))),
+    "strided_1d": ((9,), dict(window_dimensions=(3,), window_strides=(2,), padding=((2, 0),))),
+    "all_padding_windows": ((2,), dict(window_dimensions=(2,), window_strides=(1,), padding=((3, 0),))),
+}
+
+
+@pytest.mark.parametrize("direction", ["GE", "GT", "LE"])
+@pytest.mark.parametrize("case", sorted(SELECT_CASES))
+def test_select_and_scatter(direction, case):
+    shape, attrs = SELECT_CASES[case]
+    operand = ints(shape, seed=7, low=0, high=3)      # many ties
+    out_shape = evaluate(one_op_module("reduce_window", [Shape("f32", shape), Shape("f32", ())],
+                                       {**attrs, "to_apply": reducer("add", "f32")}),
+                         [operand, np.array(0, np.float32)]).shape
+    source = ints(out_shape, seed=8, low=1, high=9)
+    module = one_op_module("select_and_scatter", [Shape("f32", shape), Shape("f32", out_shape), Shape("f32", ())],
+                           {**attrs, "select": reducer("compare", "f32", direction=direction),
+                            "scatter": reducer("add", "f32")})
+    assert_matches(module, [operand, source, np.array(0.25, np.float32)])
+
+
+def test_select_and_scatter_integers():
+    shape, attrs = SELECT_CASES["overlapping_padded"]
+    operand, source = ints(shape, np.int32, seed=9, low=0, high=3), ints((5, 5), np.int32, seed=10, low=1, high=9)
+    module = one_op_module("select_and_scatter", [Shape("s32", shape), Shape("s32", (5, 5)), Shape("s32", ())],
+                           {**attrs, "select": reducer("compare", "s32", direction="GE"),
+                            "scatter": reducer("add", "s32")})
+    assert_matches(module, [operand, source, np.array(0, np.int32)])
+
+
+def test_select_with_a_call_inside():
+    shape, attrs = SELECT_CASES["overlapping_padded"]
+    operand, source = ints(shape, np.int32, seed=9, low=0, high=3), ints((5, 5), np.int32, seed=10, low=1, high=9)
+
+    def call_compare(module):
+        inner = reducer("compare", "s32", direction="GE")(module)
+        b = Builder(module, "select")
+        s = Shape("s32", ())
+        x, y = b.parameter(s, "a"), b.parameter(s, "b")
+        return b.build(b.emit("call", [x, y], attrs={"to_apply": inner}))
+
+    module = one_op_module("select_and_scatter", [Shape("s32", shape), Shape("s32", (5, 5)), Shape("s32", ())],
+                           {**attrs, "select": call_compare, "scatter": reducer("add", "s32")})
+    assert_matches(module, [operand, source, np.array(0, np.int32)])
