@@ -143,3 +143,38 @@ def test_conv_bias_relu_through_jit():
     got = tessel.jit(f, backend="cpu")(x, w, b)
     want = tessel.jit(f, backend="interpreter")(x, w, b)
     check(np.asarray(got), np.asarray(want), "f32")
+
+
+def random_config(rng):
+    """A random valid convolution: rank, layout, window, groups (seeded)."""
+    n = int(rng.integers(1, 3))
+    sp = "".join(map(str, range(n)))
+    lhs_labels = "".join(rng.permutation(list("bf" + sp)))
+    rhs_labels = "".join(rng.permutation(list("io" + sp)))
+    out_labels = "".join(rng.permutation(list("bf" + sp)))
+    groups = int(rng.integers(1, 3))
+    by_batch = bool(rng.integers(0, 2)) and groups > 1
+    kernel = [int(k) for k in rng.integers(1, 4, n)]
+    spatial = [int(s) for s in rng.integers(1, 7, n)]
+    attrs = dict(dim_labels=f"{lhs_labels}_{rhs_labels}->{out_labels}",
+                 window_strides=tuple(int(s) for s in rng.integers(1, 3, n)),
+                 padding=tuple((int(lo), int(hi)) for lo, hi in rng.integers(-1, 3, (n, 2))),
+                 lhs_dilation=tuple(int(d) for d in rng.integers(1, 3, n)),
+                 rhs_dilation=tuple(int(d) for d in rng.integers(1, 3, n)),
+                 feature_group_count=1 if by_batch else groups, batch_group_count=groups if by_batch else 1)
+    i, o = int(rng.integers(1, 4)), groups * int(rng.integers(1, 3))
+    sizes = {"b": 2 * (groups if by_batch else 1), "f": i * (1 if by_batch else groups)}
+    lshape = tuple(sizes[c] if c in "bf" else spatial[int(c)] for c in lhs_labels)
+    rshape = tuple({"i": i, "o": o}[c] if c in "io" else kernel[int(c)] for c in rhs_labels)
+    return lshape, rshape, attrs
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_random_convolutions(seed):
+    rng = np.random.default_rng(seed)
+    lshape, rshape, attrs = random_config(rng)
+    try:
+        one_op_module("convolution", [Shape("f32", lshape), Shape("f32", rshape)], attrs)
+    except Exception:           # e.g. the padding crops the whole input: not a valid program
+        pytest.skip("invalid configuration")
+    check(*run_both(sample("f32", lshape, seed), sample("f32", rshape, seed + 1), attrs, "f32"), "f32")
