@@ -21,10 +21,15 @@ section. The section is one private global holding every entry constant -- excep
 JIT code whose section exceeds CONSTANT_GLOBAL_LIMIT: there the IR holds the address of
 `Program.constants` (printing and parsing megabytes of constants as IR text takes
 seconds; the program keeps the array alive). `self_contained=True` (for object files)
-always emits the global. Values that allocate
-nothing (tuple, get_tuple_element, bitcast reshape) are the pointers of what they alias.
-Outputs the plan aliases (a returned parameter or constant, or one value returned
-twice) are not written by the entry: the runtime copies them (executable.py).
+always emits the global. Values that allocate nothing (tuple, get_tuple_element, a
+bitcast reshape) are the pointers of what they alias. Outputs the plan aliases (a
+returned parameter or constant, or one value returned twice) are not written by the
+entry: the runtime copies them (executable.py).
+
+Structurally identical kernels (`kernel_key`: the computation up to names and source
+lines, e.g. the kernels of the heads of an attention layer) share their functions; the
+entry calls them with their own pointers. GEMMs are keyed by their spec and epilogue
+(operand views only move the pointers).
 
 Kernels are a table keyed by fusion kind (`KERNELS`); an instruction that is not a
 fusion runs as the kernel of the kind its opcode would fuse into (`KERNEL_KIND`), as a

@@ -14,10 +14,11 @@ dim -- by looking up `ELEMENTAL[instr.opcode]`, the rule table of this backend:
 
 Values that are no instruction of the computation being evaluated are *leaves*
 (`Leaf`: a pointer and strides, read with the load the lanes allow: a vector load,
-a scalar load splat over the lanes, or one load per lane) or *bound* (a reduce's
-result, a GEMM tile: a value the kernel computed itself). Results are memoized per
-(instruction, index) in scopes that follow the control flow: a value computed inside
-one branch of a pad is never reused after it.
+a scalar load splat over the lanes, a reversed vector load, or a masked gather) or
+*bound* (a reduce's result, a GEMM tile: a value the kernel computed itself). Results
+are memoized per (instruction, index) -- the index by its affine form, so one element
+reached along several paths is computed once -- in scopes that follow the control
+flow: a value computed inside one branch of a pad is never reused after it.
 
 Loop kernels (`emit_loop_kernel`): one loop nest over the output, the outer dims as
 "units" handed to the thread pool, the last dim as a vector loop (width from the host
