@@ -56,8 +56,8 @@ from ...compiler.buffer_assignment import (ALIGNMENT, ARGUMENT, CONSTANT, OUTPUT
 from ...compiler.dtypes import DType
 from ...compiler.ir import Computation, Instruction, Module, Shape
 from ...compiler.structural import shape_structure
-from . import (kernels_control, kernels_dot, kernels_gather, kernels_loop, kernels_misc, kernels_reduce, kernels_rng,
-               kernels_sort, kernels_window)
+from . import (kernels_control, kernels_conv, kernels_dot, kernels_gather, kernels_loop, kernels_misc,
+               kernels_reduce, kernels_rng, kernels_sort, kernels_window)
 from . import loops as L
 from .kernels_data import Ix, NotVectorizable
 from .kernels_elementwise import I8, I64, PTR
@@ -91,6 +91,8 @@ KERNELS: dict[str, Callable] = {
     "while": kernels_control.emit_while,
     "conditional": kernels_control.emit_conditional,
     "call": kernels_control.emit_call,
+    # convolutions the pipeline did not expand (kernels_conv.py)
+    "convolution": kernels_conv.emit_convolution,
     # window ops (kernels_window.py), sort (kernels_sort.py), rng (kernels_rng.py)
     "reduce_window": kernels_window.emit_reduce_window,
     "select_and_scatter": kernels_window.emit_select_and_scatter,
@@ -112,7 +114,7 @@ KERNEL_KIND: dict[str, str] = {
     "dot_general": "output",
     **{name: name for name in ("dynamic_slice", "dynamic_update_slice", "gather", "scatter",
                                "while", "conditional", "call", "reduce_window", "select_and_scatter", "sort",
-                               "rng_bit_generator", "all_reduce", "send", "recv", "custom_call")},
+                               "rng_bit_generator", "all_reduce", "send", "recv", "custom_call", "convolution")},
 }
 
 # Instructions that run no code: their values are buffers something else holds.

@@ -178,3 +178,13 @@ def test_random_convolutions(seed):
     except Exception:           # e.g. the padding crops the whole input: not a valid program
         pytest.skip("invalid configuration")
     check(*run_both(sample("f32", lshape, seed), sample("f32", rshape, seed + 1), attrs, "f32"), "f32")
+
+
+@pytest.mark.parametrize("case", ["2d_nhwc", "batch_groups", "empty_window"])
+def test_unexpanded_convolution_compiles_as_a_nested_function(case):
+    """A module that skipped the CPU pipeline still lowers its convolutions (kernels_conv.py)."""
+    lshape, rshape, attrs = CONVS[case]
+    x, w = sample("f32", lshape, 11), sample("f32", rshape, 12)
+    module = one_op_module("convolution", [Shape("f32", lshape), Shape("f32", rshape)], attrs)
+    (got,) = backends.get("cpu").compile(module)([x, w])
+    check(got, evaluate(module, [x, w]), "f32")
