@@ -71,7 +71,8 @@ def emit_sort(kc, comp: Computation, outputs: list, operands: list) -> None:
         args = []
         for x, t in zip(ins, inputs):
             dt = t.shape.dtype
-            args += [load_value(b, x, dt, element(b, row_base, first)), load_value(b, x, dt, element(b, row_base, second))]
+            args += [load_value(b, x, dt, element(b, row_base, first)),
+                     load_value(b, x, dt, element(b, row_base, second))]
         (result,) = apply(kc, b, comparator, args)
         return result
 

@@ -116,4 +116,5 @@ def test_scan_and_indexed_updates_in_a_loop():
     def rows(x, idx):
         body = lambda k, acc: lax.dynamic_update_slice(acc, x[idx[k] % 5][None], (k, np.int32(0)))  # noqa: E731
         return lax.fori_loop(0, 4, body, tnp.zeros((4, 5), np.float32))
-    assert_cpu_matches_interpreter(rows, np.arange(25, dtype=np.float32).reshape(5, 5), np.array([3, 1, 4, 1], np.int32))
+    assert_cpu_matches_interpreter(rows, np.arange(25, dtype=np.float32).reshape(5, 5),
+                                   np.array([3, 1, 4, 1], np.int32))

@@ -28,8 +28,8 @@ def assert_matches(module, args):
 @pytest.mark.parametrize("direction", ["LT", "GT"])
 def test_sort(shape, dim, direction):
     x = np.random.default_rng(0).integers(-20, 20, shape).astype(np.float32)     # ties
-    module = one_op_module("sort", [Shape("f32", shape)], {"dimension": dim, "is_stable": True,
-                                                            "comparator": reducer("compare", "f32", direction=direction)})
+    comparator = reducer("compare", "f32", direction=direction)
+    module = one_op_module("sort", [Shape("f32", shape)], {"dimension": dim, "is_stable": True, "comparator": comparator})
     assert_matches(module, [x])
 
 
