@@ -57,3 +57,20 @@ def test_sort_and_argsort_through_jit(dtype):
     for f in (lambda x: tnp.sort(x), lambda x: tnp.argsort(x, axis=0), lambda x: tnp.sort(x, axis=None)):
         np.testing.assert_array_equal(np.asarray(tessel.jit(f, backend="cpu")(x)),
                                       np.asarray(tessel.jit(f, backend="interpreter")(x)))
+
+
+@pytest.mark.parametrize("dtype", ["s8", "u8", "u32", "s64", "bf16", "f16", "pred"])
+def test_sort_window_and_gather_kernels_on_every_dtype(dtype):
+    np_dtype = {"s8": np.int8, "u8": np.uint8, "u32": np.uint32, "s64": np.int64, "bf16": np.float32,
+                "f16": np.float16, "pred": bool}[dtype]
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 2 if dtype == "pred" else 100, (3, 17)).astype(np_dtype)
+    combine = "or" if dtype == "pred" else "maximum"
+    assert_matches(one_op_module("sort", [Shape(dtype, (3, 17))], {
+        "dimension": 1, "comparator": reducer("compare", dtype, direction="LT")}), [x])
+    assert_matches(one_op_module("reduce_window", [Shape(dtype, (3, 17)), Shape(dtype, ())], {
+        "window_dimensions": (2, 3), "to_apply": reducer(combine, dtype)}), [x, np.array(0, np_dtype)])
+    gather = dict(offset_dims=(1,), collapsed_slice_dims=(0,), start_index_map=(0,), index_vector_dim=1,
+                  slice_sizes=(1, 17))
+    assert_matches(one_op_module("gather", [Shape(dtype, (3, 17)), Shape("s32", (4, 1))], gather),
+                   [x, np.array([[2], [0], [5], [-1]], np.int32)])
