@@ -27,7 +27,7 @@ import numpy as np
 SINGLE_THREAD_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1",
                      "MKL_NUM_THREADS": "1"}
 ROUNDS = 3
-SETTLE_SECONDS = 0.3        # > OpenBLAS's idle-thread spin (2^28 cycles by default)
+WARMUP_SECONDS = 0.3        # > OpenBLAS's idle-thread spin (2^28 cycles by default)
 
 
 def operands(n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,14 +51,16 @@ def timed(fn, repeat: int) -> list[float]:
 
 def in_rounds(fns, repeat: int, rounds: int = ROUNDS) -> list[float]:
     """Median seconds of each function over `rounds` rounds of `repeat` back-to-back
-    runs each, the functions taking turns round by round (so load changes hit all
-    alike) with a pause between turns: OpenBLAS's idle threads spin for a while after
-    a call and would otherwise steal the other core from the next function."""
+    runs, the functions taking turns round by round (so load changes hit all alike).
+    Each turn starts with WARMUP_SECONDS of untimed runs: OpenBLAS's idle threads spin
+    for a while after a call and would steal a core from the next function, and a
+    freshly woken thread may share its waker's core until the scheduler moves it."""
     samples = [[] for _ in fns]
     for _ in range(rounds):
         for fn, times in zip(fns, samples):
-            time.sleep(SETTLE_SECONDS)
-            fn()                                # warm up: caches, pool, pages
+            start = time.perf_counter()
+            while time.perf_counter() - start < WARMUP_SECONDS:
+                fn()
             times += timed(fn, repeat)
     return [statistics.median(times) for times in samples]
 

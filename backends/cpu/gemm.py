@@ -106,9 +106,11 @@ MIN_TASK_FLOPS = 500_000
 # Zen 4 about half a cycle per element, an FMA issues every cycle).
 PACK_COST = 0.5
 # Threads do not run at the same speed (a core shared with another process, turbo):
-# the pool hands out tasks dynamically and the last one finishes, on average, this
-# many task times after the others -- which favours several smaller tasks per thread.
-UNEVEN_TAIL = 0.5
+# the pool hands out tasks dynamically and the last thread finishes about this many
+# task times after the others, which favours several smaller tasks per thread. On the
+# quiet 2-core host one task per thread is ~5% faster at 256^3 than four (more packing,
+# smaller blocks); under load, more tasks win. 0.1 picks 2 tasks at 256^3, 8 at 1024^3.
+UNEVEN_TAIL = 0.1
 # Every dimension at most this: the tiny path (unrolled, no packing).
 TINY_DIM = 16
 # Rows of C the tiny path accumulates at once (independent FMA chains hide latency).
