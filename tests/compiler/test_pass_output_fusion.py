@@ -1,53 +1,13 @@
 """Output fusion: HLO text in, checks on text out, interpreter results before = after."""
 from __future__ import annotations
 
-import re
-
-import numpy as np
-
-from tessel.backends.interpreter import evaluate
-from tessel.compiler import verifier
 from tessel.compiler.parser import parse_module
 from tessel.compiler.passes.output_fusion import OutputFusion
 from tessel.compiler.printer import print_module
+from fusion_checks import run, blocks, fusion_lines, body, root_of, assert_same_results
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def run(text: str, *passes):
-    """(module before, printed module after, whether the last pass changed it)."""
-    before, after = parse_module(text), parse_module(text)
-    changed = [p.run(after) for p in passes]
-    verifier.verify(after)
-    return before, print_module(after, full_constants=True), changed[-1]
-
-
-def blocks(printed: str) -> dict[str, str]:
-    found = {}
-    for match in re.finditer(r"^(ENTRY )?(\S+) \{\n(.*?)^\}", printed, re.S | re.M):
-        found["ENTRY" if match.group(1) else match.group(2)] = match.group(3)
-    return found
-
-
-def fusion_lines(printed: str) -> list[str]:
-    return [line for line in blocks(printed)["ENTRY"].splitlines() if " fusion(" in line]
-
-
-def body(printed: str, fusion_line: str) -> str:
-    return blocks(printed)[re.search(r"calls=([\w.\-]+)", fusion_line).group(1)]
-
-
-def root_of(text: str) -> str:
-    return next(line for line in text.splitlines() if line.lstrip().startswith("ROOT "))
-
-
-def assert_same_results(before, printed_after, rng):
-    after = parse_module(printed_after)
-    args = [rng.standard_normal(p.shape.dims).astype(p.shape.dtype.storage) for p in before.entry.parameters]
-    want, got = evaluate(before, args), evaluate(after, args)
-    for w, g in zip(want if isinstance(want, tuple) else (want,), got if isinstance(got, tuple) else (got,)):
-        np.testing.assert_array_equal(g, w)
-
 
 def entry_module(name: str, entry: str) -> str:
     return f"HloModule {name}\n\nENTRY main {{\n{entry.strip(chr(10))}\n}}\n"
