@@ -82,7 +82,18 @@ def cpu_pipeline() -> list:
     return shared_prefix() + cpu_expanders() + fusion() + [Scheduler()]
 
 
-PIPELINES = {"interpreter": interpreter_pipeline, "cpu": cpu_pipeline}
+def systolic_pipeline() -> list:
+    from ..backends.systolic.dot_layout import DotLayout
+    # The systolic code generator places each op on the matrix or the vector unit itself
+    # (backends/systolic/codegen.py) and recognises bias/activation epilogues there, so
+    # it takes unfused instructions. Convolutions become im2col + dot like on the CPU.
+    # DotLayout puts dot operands in the order the array streams them; it runs after
+    # the simplifier, which would fold its transposes back into the dots, and DCE
+    # clears what it replaced. Scheduling comes last, as everywhere.
+    return shared_prefix() + cpu_expanders() + [DotLayout(), DCE(), Scheduler()]
+
+
+PIPELINES = {"interpreter": interpreter_pipeline, "cpu": cpu_pipeline, "systolic": systolic_pipeline}
 
 
 def optimize(module: Module, backend: str = "interpreter", **options) -> tuple[Module, PipelineReport]:
