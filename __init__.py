@@ -26,12 +26,13 @@ _PUBLIC = {
     "numpy": ("tessel.frontend.numpy_api", None),
     "nn": ("tessel.frontend.nn", None),
     "lax": ("tessel.frontend.lax", None),
+    "aot": ("tessel.aot", None),
 }
 
 # `import tessel.numpy` etc. must work although no tessel/numpy.py exists: a file named
 # numpy.py at the repository root would shadow the real NumPy for anything run there.
 _SUBMODULE_ALIASES = {f"tessel.{name}": target for name, (target, attr) in _PUBLIC.items()
-                      if attr is None}
+                      if attr is None and target != f"tessel.{name}"}
 
 
 class _AliasLoader(importlib.abc.Loader):
@@ -71,4 +72,4 @@ def __dir__():
     return sorted(list(globals()) + list(_PUBLIC))
 
 
-__all__ = ["ShapeDtype", "jit", "lax", "nn", "numpy"]
+__all__ = ["ShapeDtype", "aot", "jit", "lax", "nn", "numpy"]

@@ -116,6 +116,18 @@ def round_to_bf16(x: np.ndarray, mode: str = "nearest") -> np.ndarray:
     return out.view(np.float32).reshape(np.shape(x))   # (ascontiguousarray makes 0-d 1-d)
 
 
+def narrow_bf16(values: np.ndarray) -> np.ndarray:
+    """float32 values -> uint16 bf16 bit patterns (the form native bf16 buffers hold),
+    rounded to nearest even (exact for values that are bf16 already)."""
+    rounded = round_to_bf16(values)
+    return np.asarray(np.right_shift(rounded.view(np.uint32), 16), dtype=np.uint16)  # 0-d stays an array
+
+
+def widen_bf16(bits: np.ndarray) -> np.ndarray:
+    """uint16 bf16 bit patterns -> the float32 array holding those values."""
+    return np.asarray(np.left_shift(bits.astype(np.uint32), 16)).view(np.float32)
+
+
 def canonicalize(array: np.ndarray, dtype: DType) -> np.ndarray:
     """Store `array` as values of `dtype` (its storage dtype, bf16 rounded)."""
     out = np.asarray(array).astype(dtype.storage, copy=False)

@@ -229,6 +229,7 @@ class Compiled:
         self.pass_report = pass_report       # per-pass timings and changes of the optimizer
 
     backend = property(lambda self: self.executable.backend)
+    statics = property(lambda self: dict(self._binding.statics))   # baked into the program
     in_avals = property(lambda self: self.executable.in_avals)
     out_avals = property(lambda self: self.executable.out_avals)
     module = property(lambda self: self.executable.module)

@@ -84,22 +84,7 @@ class Executable:
 
     def validate(self, leaves: Sequence, treedef: pytree.TreeDef) -> list[np.ndarray]:
         """Check structure, shapes and dtypes; return the leaves as canonical arrays."""
-        problems = pytree.structure_diff(self.signature.in_tree, treedef, "args")
-        if problems:
-            raise TypeError(f"{self.name}: arguments do not match the compiled signature:\n  "
-                            + "\n  ".join(problems))
-        arrays, problems = [], []
-        for spec, leaf in zip(self.signature.in_specs, leaves):
-            array = as_argument_array(leaf, spec.path)
-            problem = _aval_mismatch(spec, array)
-            if problem:
-                problems.append(problem)
-            else:
-                arrays.append(dtypes.canonicalize(array, spec.aval.dtype))
-        if problems:
-            raise TypeError(f"{self.name}: {len(problems)} argument(s) do not match the compiled "
-                            f"signature:\n  " + "\n  ".join(problems))
-        return arrays
+        return validate_arguments(self.signature, self.name, leaves, treedef)
 
     def call_flat(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         return list(self._run(list(arrays)))
@@ -111,6 +96,28 @@ class Executable:
 
     def __call__(self, *args):
         return self.call_leaves(*pytree.flatten(args))
+
+
+def validate_arguments(signature: Signature, name: str, leaves: Sequence,
+                       treedef: pytree.TreeDef) -> list[np.ndarray]:
+    """Check a call's argument leaves against `signature` (structure, shapes, dtypes;
+    every mismatch reported at once); return them as canonical arrays."""
+    problems = pytree.structure_diff(signature.in_tree, treedef, "args")
+    if problems:
+        raise TypeError(f"{name}: arguments do not match the compiled signature:\n  "
+                        + "\n  ".join(problems))
+    arrays, problems = [], []
+    for spec, leaf in zip(signature.in_specs, leaves):
+        array = as_argument_array(leaf, spec.path)
+        problem = _aval_mismatch(spec, array)
+        if problem:
+            problems.append(problem)
+        else:
+            arrays.append(dtypes.canonicalize(array, spec.aval.dtype))
+    if problems:
+        raise TypeError(f"{name}: {len(problems)} argument(s) do not match the compiled "
+                        f"signature:\n  " + "\n  ".join(problems))
+    return arrays
 
 
 def _aval_mismatch(spec: ArgSpec, array: np.ndarray) -> str | None:

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...compiler import dtypes
+from ...compiler.dtypes import narrow_bf16, widen_bf16   # noqa: F401 (also imported from here)
 from ...compiler.buffer_assignment import ARGUMENT, CONSTANT
 from ...compiler.ir import Module, Shape
 from ...runtime.backends import Backend
@@ -102,18 +103,6 @@ def objects_entry_ir(n_args: int, n_results: int, layout: ObjectLayout) -> str:
     lines += [f"  call void @{codegen.ENTRY}(ptr %argv, ptr %resv, ptr %scratch)",
               "  ret void", "}"]
     return "\n".join(lines) + "\n"
-
-
-def narrow_bf16(values: np.ndarray) -> np.ndarray:
-    """float32 values -> uint16 bf16 bit patterns, rounded to nearest even as the
-    interpreter stores bf16 arguments (exact for values that are bf16 already)."""
-    rounded = dtypes.round_to_bf16(values)
-    return np.asarray(np.right_shift(rounded.view(np.uint32), 16), dtype=np.uint16)  # 0-d stays an array
-
-
-def widen_bf16(bits: np.ndarray) -> np.ndarray:
-    """uint16 bf16 bit patterns -> the float32 array holding those values."""
-    return np.asarray(np.left_shift(bits.astype(np.uint32), 16)).view(np.float32)
 
 
 # ----------------------------------------------------------------------------- the executable

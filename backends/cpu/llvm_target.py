@@ -56,6 +56,63 @@ class TargetInfo:
         return 32 if self.has("avx512f") or self.triple.startswith("aarch64") else 16
 
 
+# ISA features of named CPUs, for targets other than the host (LLVM gives features only
+# for the host). With these spelled out, TargetInfo knows the target's vector width and
+# an artifact lists what it needs. x86-64 levels: the x86-64 psABI's microarchitecture
+# levels (v2 adds SSE4.2/POPCNT..., v3 AVX2/FMA/BMI..., v4 AVX-512 F/BW/CD/DQ/VL).
+_X86_64_V1 = ("64bit", "cmov", "cx8", "fxsr", "mmx", "sse", "sse2")
+_X86_64_V2 = _X86_64_V1 + ("cx16", "sahf", "popcnt", "sse3", "sse4.1", "sse4.2", "ssse3")
+_X86_64_V3 = _X86_64_V2 + ("avx", "avx2", "bmi", "bmi2", "f16c", "fma", "lzcnt", "movbe", "xsave")
+_X86_64_V4 = _X86_64_V3 + ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl")
+CPU_FEATURES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("x86_64", "x86-64"): _X86_64_V1,
+    ("x86_64", "x86-64-v2"): _X86_64_V2,
+    ("x86_64", "x86-64-v3"): _X86_64_V3,
+    ("x86_64", "x86-64-v4"): _X86_64_V4,
+    ("aarch64", "generic"): ("neon", "fp-armv8"),
+}
+DEFAULT_CPU = {"x86_64": "x86-64", "aarch64": "generic"}
+
+# Feature names that only tune code generation (scheduling, preferred widths, fusion):
+# code built with them runs on CPUs without them, so they are never requirements.
+TUNING_PREFIXES = ("tuning-", "fast-", "slow-", "prefer-", "false-deps-", "idivl-to-divb",
+                   "idivq-to-divl", "macrofusion", "branchfusion", "lea-", "pad-short-functions",
+                   "use-", "balance-fp-ops", "fuse-", "harden-", "retpoline", "lvi-", "sse-unaligned-mem",
+                   "allow-light-256-bit", "no-bypass-delay", "tuning")
+
+
+def arch(triple: str) -> str:
+    """The architecture of a triple, spelled as LLVM's x86_64 / aarch64."""
+    name = triple.split("-")[0]
+    return {"amd64": "x86_64", "arm64": "aarch64"}.get(name, name)
+
+
+def named_target(triple: str, cpu: str | None = None, features: str | None = None) -> TargetInfo:
+    """A target for `triple` and LLVM CPU name `cpu` (default: the baseline of the
+    architecture). `features` ("+avx2,-avx512f") is needed for CPUs not in CPU_FEATURES."""
+    cpu = cpu or DEFAULT_CPU.get(arch(triple), "generic")
+    if features is None:
+        known = CPU_FEATURES.get((arch(triple), cpu))
+        if known is None:
+            raise ValueError(f"unknown CPU {cpu!r} for {triple!r}: pass its features explicitly "
+                             f"(\"+avx2,+fma\") or use one of "
+                             f"{sorted(c for a, c in CPU_FEATURES if a == arch(triple))}")
+        features = ",".join(f"+{f}" for f in known)
+    initialize()
+    try:
+        llvm.Target.from_triple(triple)
+    except RuntimeError as e:
+        raise ValueError(f"LLVM has no target for triple {triple!r}: {e}") from e
+    return TargetInfo(triple, cpu, features)
+
+
+def required_features(info: TargetInfo) -> list[str]:
+    """The ISA features code built for `info` may use: its enabled features, without
+    the tuning-only ones."""
+    enabled = [f[1:] for f in info.features.split(",") if f.startswith("+")]
+    return sorted(f for f in enabled if not f.startswith(TUNING_PREFIXES))
+
+
 @lru_cache(maxsize=1)
 def host() -> TargetInfo:
     initialize()
@@ -121,11 +178,50 @@ class JitModule:
         return self._tm.emit_assembly(self.module)
 
 
-def emit_object(ir_text: str, info: TargetInfo) -> bytes:
-    """An object file of `ir_text` for the target `info` (any triple LLVM knows)."""
+def emit_object(ir_text: str, info: TargetInfo, link: tuple[str, ...] = (),
+                internal: tuple[str, ...] = ()) -> bytes:
+    """An object file of `ir_text` for the target `info` (any triple LLVM knows), with
+    the modules `link` linked in and the functions `internal` made local to it."""
+    module, tm = _aot_module(ir_text, info, link, internal)
+    return tm.emit_object(module)
+
+
+def emit_assembly(ir_text: str, info: TargetInfo, link: tuple[str, ...] = (),
+                  internal: tuple[str, ...] = ()) -> str:
+    """The assembly `emit_object` would assemble (to inspect which instructions it uses)."""
+    module, tm = _aot_module(ir_text, info, link, internal)
+    return tm.emit_assembly(module)
+
+
+def _aot_module(ir_text: str, info: TargetInfo, link, internal):
     module = parse(ir_text)
+    for text in link:
+        module.link_in(parse(text))
+    for name in internal:
+        module.get_function(name).linkage = llvm.Linkage.internal
     module.triple = info.triple
     tm = target_machine(info)
     module.data_layout = str(tm.target_data)
     optimize(module, tm)
-    return tm.emit_object(module)
+    return module, tm
+
+
+class LoadedObject:
+    """An object file for this host loaded into the process by LLVM's JIT linker (no C
+    compiler, no temporary files); its undefined symbols resolve against the process
+    and the symbols registered with `llvm.add_symbol` (the runtime support's)."""
+
+    def __init__(self, data: bytes):
+        info = host()
+        self._tm = target_machine(info, jit=True)
+        empty = llvm.parse_assembly("")
+        empty.triple = info.triple
+        self.engine = llvm.create_mcjit_compiler(empty, self._tm)
+        self.engine.add_object_file(llvm.ObjectFileRef.from_data(data))
+        self.engine.finalize_object()
+
+    def address(self, name: str) -> int:
+        addr = self.engine.get_function_address(name)
+        if not addr:
+            raise KeyError(f"no native function {name!r} in this object")
+        return addr

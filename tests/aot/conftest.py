@@ -1,0 +1,6 @@
+import os
+import sys
+
+# helpers of these tests (aot_models.py) and the plain NumPy models of tests/models
+sys.path.insert(0, os.path.dirname(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "models"))
