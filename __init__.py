@@ -27,6 +27,10 @@ _PUBLIC = {
     "nn": ("tessel.frontend.nn", None),
     "lax": ("tessel.frontend.lax", None),
     "aot": ("tessel.aot", None),
+    "grad": ("tessel.frontend.autodiff", "grad"),
+    "value_and_grad": ("tessel.frontend.autodiff", "value_and_grad"),
+    "vjp": ("tessel.frontend.autodiff", "vjp"),
+    "optim": ("tessel.frontend.optim", None),
 }
 
 # `import tessel.numpy` etc. must work although no tessel/numpy.py exists: a file named
@@ -72,4 +76,4 @@ def __dir__():
     return sorted(list(globals()) + list(_PUBLIC))
 
 
-__all__ = ["ShapeDtype", "aot", "jit", "lax", "nn", "numpy"]
+__all__ = ["ShapeDtype", "aot", "grad", "jit", "lax", "nn", "numpy", "optim", "value_and_grad", "vjp"]

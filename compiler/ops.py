@@ -698,7 +698,10 @@ def _sort(shapes, attrs, declared):
 
 # ----------------------------------------------------------------------------- control and other
 
-@op("while", "control", 1, {"condition": AttrSpec("computation"), "body": AttrSpec("computation")})
+# trip_count: set by the frontend when the number of iterations is known when tracing
+# (fori_loop with Python int bounds, scan); reverse-mode autodiff needs it.
+@op("while", "control", 1, {"condition": AttrSpec("computation"), "body": AttrSpec("computation"),
+                            "trip_count": AttrSpec("int", default=None)})
 def _while(shapes, attrs, declared):
     state = shapes[0]
     cparams, cresult = computation_signature(attrs["condition"])
@@ -707,6 +710,8 @@ def _while(shapes, attrs, declared):
             f"while condition {attrs['condition'].name} must map {state} to pred[], maps {cparams} to {cresult}")
     require(bparams == [state] and bresult == state,
             f"while body {attrs['body'].name} must map {state} to itself, maps {bparams} to {bresult}")
+    require(attrs["trip_count"] is None or attrs["trip_count"] >= 0,
+            f"while trip_count must be >= 0, got {attrs['trip_count']}")
     return state
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import numpy as np
+
 from ..compiler import dtypes, ops
 from ..compiler.ir import Attrs, Instruction, Shape, TupleShape
 from ..runtime import pytree
@@ -105,8 +107,9 @@ def _check_same(what: str, expected_tree, expected_avals, given_tree, given_aval
 
 # ----------------------------------------------------------------------------- while
 
-def _while_flat(cond_fn, body_fn, init: list[Tracer], carry_tree) -> list[Tracer]:
-    """A while loop over a flat list of carried tracers."""
+def _while_flat(cond_fn, body_fn, init: list[Tracer], carry_tree,
+                trip_count: int | None = None) -> list[Tracer]:
+    """A while loop over a flat list of carried tracers (trip_count: when known statically)."""
     ctx = core.current_context()
     carry_avals = [t.aval for t in init]
     cond = trace_body(cond_fn, carry_avals, "while_cond")
@@ -130,7 +133,10 @@ def _while_flat(cond_fn, body_fn, init: list[Tracer], carry_tree) -> list[Tracer
     body_comp = finish_body(body, [t.instr for t in body.outs] + passthrough)
 
     state = ctx.emit("tuple", init + [ctx.own(t) for t in extras])
-    loop = ctx.emit("while", [state], {"condition": cond_comp, "body": body_comp})
+    attrs = {"condition": cond_comp, "body": body_comp}
+    if trip_count is not None:
+        attrs["trip_count"] = trip_count
+    loop = ctx.emit("while", [state], attrs)
     return [ctx.emit("get_tuple_element", [loop], {"index": i}) for i in range(k)]
 
 
@@ -180,8 +186,16 @@ def fori_loop(lower, upper, body_fun: Callable, init_val):
         step = core.current_context().emit("add", [i, lift(one)])
         return [step, bound] + out_leaves
 
-    outs = _while_flat(cond_flat, body_flat, [lo, hi] + init, _flat_tree(2 + len(init)))
+    outs = _while_flat(cond_flat, body_flat, [lo, hi] + init, _flat_tree(2 + len(init)),
+                       _static_trip_count(lower, upper))
     return pytree.unflatten(tree, outs[2:])
+
+
+def _static_trip_count(lower, upper) -> int | None:
+    """range(lower, upper)'s length when both bounds are Python/NumPy integers."""
+    def static(x):
+        return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+    return max(int(upper) - int(lower), 0) if static(lower) and static(upper) else None
 
 
 def _flat_tree(n: int) -> pytree.TreeDef:
@@ -259,7 +273,7 @@ def scan(f: Callable, init, xs=None, length: int | None = None, reverse: bool = 
 
     zero = lift(np_index(0))
     outs = _while_flat(cond_flat, body_flat, [zero] + carry + x_leaves + ys_init,
-                       _flat_tree(1 + k + nx + len(ys_init)))
+                       _flat_tree(1 + k + nx + len(ys_init)), trip_count=n)
     final_carry = pytree.unflatten(carry_tree, outs[1:1 + k])
     return final_carry, pytree.unflatten(y_tree, outs[1 + k + nx:])
 
