@@ -41,6 +41,8 @@ class LazyModule:
 
 
 jnp = LazyModule("jax.numpy")
+jax_module = LazyModule("jax")
+tessel_module = LazyModule("tessel")
 jax_lax = LazyModule("jax.lax")
 tessel_lax = LazyModule("tessel.lax")
 
@@ -165,6 +167,57 @@ def layer_norm_gelu_xp(xp, x, gamma, beta):
     return gelu_xp(xp, layer_norm_xp(xp, x, gamma, beta))
 
 
+# The MLP training step: softmax cross-entropy of mlp_forward, its gradient, one SGD
+# step. NumPy has no autodiff, so its column is the backward written out by hand; jax
+# and tessel differentiate the same loss code (jax.grad / tessel.grad) inside their jit.
+TRAIN_LR = 0.01
+
+
+def mlp_loss_xp(xp, params, x, labels_onehot):
+    logits = mlp_forward(xp, params, x)
+    shifted = logits - xp.max(logits, axis=1, keepdims=True)
+    log_probs = shifted - xp.log(xp.sum(xp.exp(shifted), axis=1, keepdims=True))
+    return -xp.mean(xp.sum(labels_onehot * log_probs, axis=1))
+
+
+def _sgd(params, grads):
+    return {k: params[k] - TRAIN_LR * grads[k] for k in params}
+
+
+def mlp_train_numpy(params, x, labels_onehot):
+    """Forward, hand-written backward, SGD: returns (loss, grads, new params)."""
+    acts, h = [x], x
+    for k in (1, 2):
+        h = np.maximum(h @ params[f"w{k}"] + params[f"b{k}"], 0.0)
+        acts.append(h)
+    logits = h @ params["w3"] + params["b3"]
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    loss = -np.mean(np.sum(labels_onehot * np.log(probs), axis=1))
+    delta = (probs - labels_onehot) / x.shape[0]
+    grads = {}
+    for k in (3, 2, 1):
+        grads[f"w{k}"], grads[f"b{k}"] = acts[k - 1].T @ delta, delta.sum(0)
+        if k > 1:
+            delta = (delta @ params[f"w{k}"].T) * (acts[k - 1] > 0)
+    return np.float32(loss), grads, _sgd(params, grads)
+
+
+def mlp_train_autodiff(grad_module, xp, params, x, labels_onehot):
+    loss, grads = grad_module.value_and_grad(functools.partial(mlp_loss_xp, xp))(params, x, labels_onehot)
+    return loss, grads, _sgd(params, grads)
+
+
+def mlp_train_inputs(rng, batch, sizes):
+    params, x = mlp_inputs(rng, batch, sizes)
+    labels = np.eye(sizes[-1], dtype=np.float32)[rng.integers(0, sizes[-1], batch)]
+    return params, x, labels
+
+
+def mlp_train_flops(batch, sizes):
+    return 3 * mlp_flops(batch, sizes)     # forward + two GEMMs per layer backward
+
+
 def conv_numpy(x, w):
     """3x3 'SAME' convolution, NHWC x HWIO -> NHWC, as nine shifted matmuls."""
     n, h, wd, c = x.shape
@@ -260,6 +313,11 @@ WORKLOADS = [
     _gemm(1024),
     _gemm(2048),
     _mlp("mlp", "MLP fwd {sizes}, batch {batch}", "run"),
+    Workload("mlp_train", "MLP train step (grad + SGD) {sizes}, batch {batch}", mlp_train_inputs,
+             {"batch": 256, "sizes": MLP_SIZES}, {"batch": 8, "sizes": (784, 64, 64, 10)},
+             numpy_fn=mlp_train_numpy, jax_fn=functools.partial(mlp_train_autodiff, jax_module, jnp),
+             tessel_fn=functools.partial(mlp_train_autodiff, tessel_module, np),
+             flops=mlp_train_flops),
     Workload("conv", "conv 3x3 {cin}->{cout}, {hw}x{hw}, batch {batch}, NHWC", conv_inputs,
              {"batch": 8, "hw": 56, "cin": 64, "cout": 64}, {"batch": 1, "hw": 6, "cin": 4, "cout": 4},
              numpy_fn=conv_numpy, jax_fn=functools.partial(conv_lax, jax_lax),

@@ -473,13 +473,27 @@ def _dynamic_update_slice(ct, eqn):
     return [dx, du] + [None] * len(starts)
 
 
+def _clamped_starts(indices: Tracer, x: Tracer, a) -> Tracer:
+    """Gather clamps start indices so the slice fits, scatter skips windows that do not:
+    clamp them here so an out-of-range index's gradient goes where its value came from."""
+    ivd, start_map, sizes = a["index_vector_dim"], a["start_index_map"], a["slice_sizes"]
+    dt = indices.aval.dtype
+    bounds = np.array([x.aval.dims[d] - sizes[d] for d in start_map], dtype=dt.storage)
+    if ivd == indices.aval.rank:
+        upper = full(indices.aval, int(bounds[0]))
+    else:
+        vector = core.current_context().constant(bounds, dt)
+        upper = broadcast(vector, indices.aval, (ivd,))
+    return emit("clamp", [zeros(indices.aval), indices, upper])
+
+
 @vjp("gather")
 def _gather(ct, eqn):
     """Scatter-add the cotangent back: repeated indices accumulate."""
     x, indices = eqn.operands
     a = eqn.attrs
     add_comp = core.current_context().reducer("add", ct.aval.dtype)
-    dx = emit("scatter", [zeros(x.aval), indices, ct],
+    dx = emit("scatter", [zeros(x.aval), _clamped_starts(indices, x, a), ct],
               {"update_window_dims": a["offset_dims"], "inserted_window_dims": a["collapsed_slice_dims"],
                "scatter_dims_to_operand_dims": a["start_index_map"],
                "index_vector_dim": a["index_vector_dim"],

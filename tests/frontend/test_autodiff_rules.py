@@ -205,3 +205,12 @@ POOLS = {
 @pytest.mark.parametrize("name", sorted(POOLS))
 def test_reduce_window(name):
     check_grad(POOLS[name], r(2, 5, 6, 3))
+
+
+def test_gather_gradient_of_an_out_of_range_index_goes_to_the_row_it_read():
+    x = r(4, 2)
+    f = lambda x, i: (x[i] * np.array([1.0, 2.0])).sum()   # a traced index is clamped
+    np.testing.assert_allclose(tessel.jit(f, backend="interpreter")(x, np.int32(9)),
+                               x[3, 0] + 2 * x[3, 1])
+    g = tessel.jit(tessel.grad(f), backend="interpreter")(x, np.int32(9))
+    np.testing.assert_allclose(g, [[0, 0], [0, 0], [0, 0], [1, 2]])
