@@ -1,0 +1,123 @@
+"""What the training samples share: data, command line, progress lines.
+
+Data: scikit-learn's bundled 8x8 handwritten digits when scikit-learn is installed
+(`pip install -e '.[samples]'`), otherwise generated at run time: seven-segment digits
+drawn on an 8x8 grid with random stroke strengths, noise and (a quarter of them) shifts. Nothing is
+downloaded.
+"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+# Seven-segment digits: which of the segments (top, upper left, upper right, middle,
+# lower left, lower right, bottom) each digit lights.
+SEGMENTS = {0: "abcefg", 1: "cf", 2: "acdeg", 3: "acdfg", 4: "bcdf", 5: "abdfg", 6: "abdefg",
+            7: "acf", 8: "abcdefg", 9: "abcdfg"}
+STROKES = {  # segment -> (rows, cols) it covers on the 8x8 grid
+    "a": (slice(1, 2), slice(2, 6)), "b": (slice(1, 4), slice(2, 3)), "c": (slice(1, 4), slice(5, 6)),
+    "d": (slice(3, 4), slice(2, 6)), "e": (slice(4, 7), slice(2, 3)), "f": (slice(4, 7), slice(5, 6)),
+    "g": (slice(6, 7), slice(2, 6)),
+}
+
+
+def generated_digits(n: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """n noisy seven-segment digits: (images f32[n, 64] in [0, 1], labels s32[n])."""
+    labels = rng.integers(0, 10, n).astype(np.int32)
+    images = np.zeros((n, 8, 8), np.float32)
+    for k, digit in enumerate(labels):
+        for segment in SEGMENTS[int(digit)]:
+            rows, cols = STROKES[segment]
+            images[k, rows, cols] = rng.uniform(0.5, 1.0)
+        if rng.random() < 0.25:       # some are written off-centre
+            images[k] = np.roll(images[k], (rng.integers(-1, 2), rng.integers(-1, 2)), axis=(0, 1))
+    images += rng.normal(0, 0.2, images.shape).astype(np.float32)
+    return np.clip(images, 0, 1).reshape(n, 64), labels
+
+
+def load_digits(seed: int = 0, n_generated: int = 1800):
+    """((x_train, y_train), (x_test, y_test), source): f32 images with 64 pixels in [0, 1]."""
+    rng = np.random.default_rng(seed)
+    try:
+        from sklearn.datasets import load_digits as sklearn_digits
+        bunch = sklearn_digits()
+        x, y = (bunch.data / 16.0).astype(np.float32), bunch.target.astype(np.int32)
+        source = "scikit-learn 8x8 digits"
+    except ImportError:
+        x, y = generated_digits(n_generated, rng)
+        source = "generated seven-segment 8x8 digits (install scikit-learn for real ones)"
+    order = rng.permutation(len(x))
+    x, y = x[order], y[order]
+    n_test = len(x) // 6
+    return (x[n_test:], y[n_test:]), (x[:n_test], y[:n_test]), source
+
+
+def one_hot(labels: np.ndarray, classes: int = 10) -> np.ndarray:
+    return np.eye(classes, dtype=np.float32)[labels]
+
+
+def batches(x, y, batch_size: int, rng):
+    """Shuffled full batches (the ragged tail is dropped: one compiled signature)."""
+    order = rng.permutation(len(x))
+    for start in range(0, len(x) - batch_size + 1, batch_size):
+        take = order[start:start + batch_size]
+        yield x[take], y[take]
+
+
+def parse_args(description: str, argv, epochs: int, batch_size: int, lr: float):
+    from tessel.runtime import backends
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--backend", default="cpu", choices=backends.available(),
+                        help="tessel.jit backend (default cpu)")
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--batch-size", type=int, default=batch_size)
+    parser.add_argument("--lr", type=float, default=lr, help="learning rate")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--train-examples", type=int, default=None,
+                        help="train on only the first N training examples (a quick run)")
+    return parser.parse_args(argv)
+
+
+def load_for(args):
+    """The digits split, the training set cut to --train-examples; prints what was loaded."""
+    (x_train, y_train), test, source = load_digits(args.seed)
+    if args.train_examples is not None:
+        x_train, y_train = x_train[:args.train_examples], y_train[:args.train_examples]
+    print(f"data: {source}; {len(x_train)} train, {len(test[0])} test; backend {args.backend}")
+    return (x_train, y_train), test
+
+
+class Progress:
+    """Per-epoch lines (loss, accuracy, examples/s) and the closing summary."""
+
+    def __init__(self):
+        self.losses: list[float] = []
+        self.start = time.perf_counter()
+
+    def timed_epoch(self, step, batches_of_epoch):
+        """Run `step(x, y) -> mean loss of the batch` on each batch; returns (mean loss,
+        examples timed, seconds), the run's first step (it traces and compiles) not timed."""
+        total, n, timed, seconds = 0.0, 0, 0, 0.0
+        for x, y in batches_of_epoch:
+            start = time.perf_counter()
+            loss = float(step(x, y))
+            if getattr(self, "warm", False):
+                timed, seconds = timed + len(x), seconds + time.perf_counter() - start
+            self.warm = True
+            total, n = total + loss, n + 1
+        return total / n, timed, seconds
+
+    def epoch(self, epoch: int, epochs: int, loss: float, train_acc: float, test_acc: float,
+              examples: int, seconds: float) -> None:
+        """`examples` trained in `seconds` (steps that compiled are not counted)."""
+        self.losses.append(loss)
+        self.test_acc = test_acc
+        rate = f"{examples / seconds:9.0f} examples/s" if examples else "compiling"
+        print(f"epoch {epoch:3d}/{epochs}  loss {loss:.4f}  train acc {train_acc:6.2%}  "
+              f"test acc {test_acc:6.2%}  {rate}", flush=True)
+
+    def summary(self, what: str) -> None:
+        print(f"done: {what}; loss {self.losses[0]:.4f} -> {self.losses[-1]:.4f}, "
+              f"final test accuracy {self.test_acc:.2%}, {time.perf_counter() - self.start:.1f} s total")
