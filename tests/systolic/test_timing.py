@@ -1,0 +1,206 @@
+"""The program timing model: closed-form cycle counts of hand-written programs, and the
+matrix unit's cycles against the PE-level simulator."""
+
+import numpy as np
+import pytest
+
+from tessel.runtime.systolic import validate
+from tessel.runtime.systolic.asm import assemble
+from tessel.runtime.systolic.config import SystolicConfig
+from tessel.runtime.systolic.pe_array import PeArray, PeMatmul
+from tessel.runtime.systolic.timing import TimingError, dma_cycles, simulate_timing
+
+# 8 x 8 array, 16 bytes/cycle, 10 cycles latency: small numbers to derive by hand.
+CFG = SystolicConfig(rows=8, cols=8, host_bytes_per_cycle=16, host_latency_cycles=10)
+# A bf16 8 x 8 tile is 128 bytes: 8 cycles on the channel + 10 latency = 18 cycles.
+TILE = "LOAD_W src=host addr={addr} k=8 n=8 stride=16 fmt=bf16"
+
+
+def _run(text, config=CFG):
+    program = assemble(text)
+    validate.validate(program, config)      # the programs here are well-formed
+    return simulate_timing(program, config)
+
+
+def test_single_matmul():
+    # LOAD_W [0, 18); shift [18, 26); MATMUL T=20 starts 26, ends 26 + 20 + 8 + 8 - 2 = 60.
+    result = _run(f"""
+        {TILE.format(addr=0)}
+        MATMUL ub=0 acc=0 rows=20 mode=overwrite swap=1
+        HALT""")
+    (load, matmul), (shift,) = result.events, result.shifts
+    assert (load.start, load.end) == (0, 18) == (0, dma_cycles(128, CFG))
+    assert (shift.start, shift.end) == (18, 26)
+    assert (matmul.start, matmul.end, matmul.stall, matmul.reason) == (26, 60, 26, "weights")
+    assert result.total_cycles == 60
+    assert result.macs == 20 * 8 * 8
+    assert result.mxu_utilization == pytest.approx(1280 / (64 * 60))
+    assert result.bytes_moved["host->weights"] == 128
+    assert result.busy["matrix"] == 34 and result.busy["weight"] == 18
+
+
+def test_pipelined_matmuls_hide_the_second_weight_load():
+    # LOAD_Ws: [0, 18) and, the channel free at 8, [8, 26). Shift 1 [18, 26), MATMUL 1
+    # [26, 26+50+14=90). Shift 2 waits for MATMUL 1's swap to pass: 26 + 7 = 33 -> [33, 41).
+    # MATMUL 2 starts when the port frees, 26 + 50 = 76 (> 41: the load is hidden), ends 140.
+    result = _run(f"""
+        {TILE.format(addr=0)}
+        {TILE.format(addr=128)}
+        MATMUL ub=0 acc=0 rows=50 mode=overwrite swap=1
+        MATMUL ub=0 acc=50 rows=50 mode=overwrite swap=1
+        HALT""")
+    assert [(e.start, e.end) for e in result.events] == [(0, 18), (8, 26), (26, 90), (76, 140)]
+    assert [(s.start, s.end) for s in result.shifts] == [(18, 26), (33, 41)]
+    assert result.events[3].stall == 0
+    assert result.total_cycles == 140
+    assert result.streamed_rows == 100
+    assert result.mxu_utilization == pytest.approx(100 * 64 / (64 * 140))
+
+
+def test_dma_bound_program():
+    # Five DMA_LOADs of 4 rows x 8 f32 = 128 bytes: 8 cycles each on the channel, latency
+    # overlapped: starts 0, 8, 16, 24, 32; the last ends 32 + 10 + 8 = 50 = 10 + 5 * 8.
+    # The MATMUL needs the last one (token): starts 50 (weights were ready at 26), stalls
+    # 50 cycles on "token from dma", ends 50 + 4 + 14 = 68.
+    loads = "\n".join(f"DMA_LOAD host={128 * i} ub={4 * i} rows=4 cols=8 stride=32 fmt=f32"
+                      + (" push=matrix" if i == 4 else "") for i in range(5))
+    result = _run(f"""
+        {TILE.format(addr=4096)}
+        {loads}
+        MATMUL ub=16 acc=0 rows=4 mode=overwrite swap=1 pop=dma
+        HALT""")
+    dmas = result.events_of("dma")
+    assert [(e.start, e.end) for e in dmas] == [(8 * i, 8 * i + 18) for i in range(5)]
+    matmul = result.events_of("matrix")[0]
+    assert (matmul.start, matmul.end, matmul.stall, matmul.reason) == (50, 68, 50, "token from dma")
+    assert result.total_cycles == 68
+    assert result.bytes_moved["host->ub"] == 5 * 128
+    assert result.busy["dma"] == 50
+    assert result.stalls["matrix"] == {"token from dma": 50}
+
+
+def test_token_stall_chain_matrix_vector_dma():
+    # MATMUL [26, 26+16+14=56) pushes to vector; ACTIVATE (16 rows, 16 cycles) waits:
+    # [56, 72), stall 56 "token from matrix"; DMA_STORE of 16 rows x 8 f32 = 512 bytes
+    # (32 cycles + 10) waits for the vector unit: [72, 114).
+    result = _run(f"""
+        {TILE.format(addr=0)}
+        MATMUL ub=0 acc=0 rows=16 mode=overwrite swap=1 push=vector
+        ACTIVATE acc=0 ub=100 rows=16 fn=relu pop=matrix push=dma
+        DMA_STORE host=8192 ub=100 rows=16 cols=8 stride=32 fmt=f32 pop=vector
+        HALT""")
+    act, store = result.events_of("vector")[0], result.events_of("dma")[0]
+    assert (act.start, act.end, act.stall, act.reason) == (56, 72, 56, "token from matrix")
+    assert (store.start, store.end, store.reason) == (72, 114, "token from vector")
+    assert result.total_cycles == 114
+    assert result.bytes_moved["ub->host"] == 512
+
+
+def test_sync_is_a_barrier():
+    # The DMA ends at 10 + ceil(64 / 16) = 14; after SYNC the vector op starts at 14.
+    result = _run("""
+        DMA_LOAD host=0 ub=0 rows=2 cols=8 stride=32 fmt=f32
+        SYNC
+        VEC_UN op=exp dst=10 src=0 rows=2
+        HALT""")
+    vec = result.events_of("vector")[0]
+    assert (vec.start, vec.end, vec.reason) == (14, 16, "sync")
+
+
+def test_weight_fifo_full_delays_the_load():
+    # Depth 1: the second LOAD_W needs tile 1's slot, freed when its shift ends (26).
+    # Tile 2 loads [26, 44), shifts [44, 52) (MATMUL 1 swap + 7 = 33 is earlier),
+    # MATMUL 2 starts 52 (port free at 27), ends 52 + 1 + 14 = 67.
+    cfg = CFG.with_(weight_fifo_depth=1)
+    result = _run(f"""
+        {TILE.format(addr=0)}
+        MATMUL ub=0 acc=0 rows=1 mode=overwrite swap=1
+        {TILE.format(addr=128)}
+        MATMUL ub=0 acc=1 rows=1 mode=overwrite swap=1
+        HALT""", cfg)
+    load2 = result.events[2]
+    assert (load2.start, load2.end, load2.reason) == (26, 44, "weight FIFO full")
+    assert [(s.start, s.end) for s in result.shifts] == [(18, 26), (44, 52)]
+    assert result.total_cycles == 67
+
+
+def test_weights_from_ub_one_row_per_cycle():
+    # LOAD_W from the UB: k = 8 rows -> 8 cycles, then shift [8, 16), MATMUL [16, 16+3+14).
+    result = _run("""
+        LOAD_W src=ub addr=0 k=8 n=8 stride=1
+        MATMUL ub=0 acc=0 rows=3 mode=overwrite swap=1
+        HALT""")
+    assert [(e.start, e.end) for e in result.events] == [(0, 8), (16, 33)]
+    assert result.bytes_moved["ub->weights"] == 8 * 8 * 4
+
+
+def test_long_program_closed_form():
+    # 2000 MATMULs with T = 64 on one tile: cold start, then one every 64 cycles:
+    # 18 (load) + 8 (shift) + 2000 * 64 + 8 + 8 - 2.
+    n = 2000
+    text = TILE.format(addr=0) + "\nMATMUL ub=0 acc=0 rows=64 mode=overwrite swap=1\n" + \
+        "MATMUL ub=0 acc=0 rows=64 mode=accumulate\n" * (n - 1) + "HALT"
+    result = simulate_timing(assemble(text), CFG)
+    assert result.total_cycles == 18 + 8 + n * 64 + 14
+    assert result.busy["matrix"] == n * 64 + 14
+    assert result.mxu_utilization == pytest.approx(n * 64 * 64 / (64 * result.total_cycles))
+
+
+def test_matrix_cycles_equal_pe_simulator_on_random_programs():
+    rng = np.random.default_rng(5)
+    for case in range(25):
+        rows, cols = int(rng.integers(1, 9)), int(rng.integers(1, 9))
+        cfg = SystolicConfig(rows=rows, cols=cols, host_bytes_per_cycle=4.0,
+                             host_latency_cycles=int(rng.integers(0, 20)),
+                             ub_bytes=1 << 16, acc_bytes=1 << 16)
+        # Random LOAD_W / MATMUL programs; then the same MATMULs, with each tile ready when
+        # its LOAD_W ended, on the PE array (K of the PE tiles is irrelevant to timing).
+        lines, ops, weight_lines = [], [], 0
+        for i in range(int(rng.integers(1, 6))):
+            swap = i == 0 or rng.random() < 0.6
+            if swap:
+                k, n = int(rng.integers(1, rows + 1)), int(rng.integers(1, cols + 1))
+                lines.append(f"LOAD_W src=host addr={256 * weight_lines} k={k} n={n} "
+                             f"stride={2 * n} fmt=bf16")
+                weight_lines += 1
+            t = int(rng.integers(1, 10))
+            lines.append(f"MATMUL ub=0 acc=0 rows={t} mode=overwrite swap={int(swap)}")
+        result = simulate_timing(assemble("\n".join(lines + ["HALT"])), cfg)
+        loads = iter(result.events_of("weight"))
+        for e in result.events_of("matrix"):
+            ins = result.program[e.index]
+            ops.append((ins, next(loads).end if ins.swap else 0))
+        pe_ops, k = [], None
+        for ins, weights_ready in ops:
+            if ins.swap:
+                k = int(rng.integers(1, rows + 1))
+                w = rng.standard_normal((k, cols))
+            pe_ops.append(PeMatmul(rng.standard_normal((ins.rows, k)), w if ins.swap else None,
+                                   weights_ready=weights_ready))
+        pe = PeArray(rows, cols).run(pe_ops)
+        matrix = result.events_of("matrix")
+        assert pe.starts == [e.start for e in matrix], case
+        assert pe.ends == [e.end for e in matrix], case
+
+
+def test_bad_programs_name_the_instruction():
+    with pytest.raises(TimingError, match="instruction 0 .*pops a token from the dma unit"):
+        simulate_timing(assemble("MATMUL ub=0 acc=0 rows=1 mode=overwrite swap=0 pop=dma"), CFG)
+    with pytest.raises(TimingError, match="instruction 0 .*no weight tile was loaded"):
+        simulate_timing(assemble("MATMUL ub=0 acc=0 rows=1 mode=overwrite swap=1"), CFG)
+    with pytest.raises(TimingError, match="no weights loaded"):
+        simulate_timing(assemble("MATMUL ub=0 acc=0 rows=1 mode=overwrite"), CFG)
+    with pytest.raises(TimingError, match="instruction 1 .*weight FIFO overflow"):
+        simulate_timing(assemble(TILE.format(addr=0) + "\n" + TILE.format(addr=128)),
+                        CFG.with_(weight_fifo_depth=1))
+    with pytest.raises(TimingError, match="follows HALT"):
+        simulate_timing(assemble("HALT\nSYNC"), CFG)
+
+
+def test_assembly_text_and_binary_give_the_same_result():
+    from tessel.runtime.systolic import isa
+    text = f"{TILE.format(addr=0)}\nMATMUL ub=0 acc=0 rows=20 mode=overwrite swap=1\nHALT"
+    program = assemble(text)
+    a = simulate_timing(text, CFG)
+    b = simulate_timing(isa.encode_program(program), CFG)
+    assert a.events == b.events and a.total_cycles == b.total_cycles == 60
