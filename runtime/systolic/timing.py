@@ -60,7 +60,7 @@ class Event:
 
     stall: cycles the unit sat idle before it because of `reason` ("" if none):
     "token from <unit>", "sync", "weights" (tile not yet in the shadow buffer) or
-    "weight FIFO full".
+    "weight FIFO full". macs: useful multiply-accumulates (MATMUL: T * k * n).
     """
 
     index: int
@@ -70,6 +70,7 @@ class Event:
     end: int
     stall: int = 0
     reason: str = ""
+    macs: int = 0
 
 
 @dataclass
@@ -149,13 +150,14 @@ class _Scheduler:
         return deps
 
     def _finish(self, index: int, ins, start: int, end: int, earliest: int,
-                deps: dict[str, int]) -> None:
+                deps: dict[str, int], macs: int = 0) -> None:
         stall, reason = start - earliest, ""
         if stall > 0:
             # The dependency that released the instruction last (a SYNC only when
             # nothing more specific ties with it).
             reason = max(deps, key=lambda k: (deps[k], k != "sync"))
-        self.events.append(Event(index, ins.unit, ins.name, start, end, max(stall, 0), reason))
+        self.events.append(Event(index, ins.unit, ins.name, start, end, max(stall, 0), reason,
+                                 macs))
         for target in ins.args.get("push", ()):
             self.tokens[(ins.unit, target)].append(end)
         self.latest_end = max(self.latest_end, end)
@@ -224,7 +226,8 @@ class _Scheduler:
         self.macs += ins.rows * self.active_kn
         self.streamed_rows += ins.rows
         self.unit_free["matrix"] = self.mxu.input_free
-        self._finish(index, ins, timing.start, timing.end, earliest, deps)
+        self._finish(index, ins, timing.start, timing.end, earliest, deps,
+                     macs=ins.rows * self.active_kn)
 
     def vector(self, index: int, ins) -> None:
         deps = self._dependencies(index, ins)
