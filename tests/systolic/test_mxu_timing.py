@@ -81,3 +81,11 @@ def test_bad_input_is_refused():
         mxu_schedule(4, 4, [MxuOp(0, swap_weights=True)])
     with pytest.raises(ValueError, match="positive integers"):
         mt.matmul_cycles(0, 4, 3)
+
+
+def test_swapping_every_matmul_is_free_exactly_when_t_at_least_2r_minus_1():
+    # Next shift starts R-1 after a swap and takes R: the port (T) is the limit iff
+    # T >= 2R - 1.  R = 8: T = 15 never waits for weights, T = 14 waits 1 cycle each time.
+    for t_rows, step in ((15, 15), (14, 15), (40, 40)):
+        timings = mxu_schedule(8, 8, [MxuOp(t_rows, swap_weights=True)] * 5)
+        assert [b.start - a.start for a, b in zip(timings, timings[1:])] == [step] * 4
