@@ -105,6 +105,16 @@ class TimingResult:
     def events_of(self, unit: str) -> list[Event]:
         return [e for e in self.events if e.unit == unit]
 
+    def summary(self) -> dict:
+        """The headline numbers as plain data (JSON-ready)."""
+        return {"rows": self.config.rows, "cols": self.config.cols,
+                "clock_hz": self.config.clock_hz, "instructions": len(self.program),
+                "total_cycles": self.total_cycles, "seconds": self.seconds,
+                "macs": self.macs, "mxu_utilization": self.mxu_utilization,
+                "busy_cycles": dict(self.busy),
+                "stall_cycles": {u: dict(r) for u, r in self.stalls.items()},
+                "bytes_moved": dict(self.bytes_moved)}
+
 
 def transfer_cycles(num_bytes: int, bytes_per_cycle: float) -> int:
     """Cycles a channel is occupied moving `num_bytes`."""

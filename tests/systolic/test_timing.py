@@ -37,6 +37,10 @@ def test_single_matmul():
     assert result.mxu_utilization == pytest.approx(1280 / (64 * 60))
     assert result.bytes_moved["host->weights"] == 128
     assert result.busy["matrix"] == 34 and result.busy["weight"] == 18
+    summary = result.summary()
+    assert summary["total_cycles"] == 60 and summary["macs"] == 1280
+    assert summary["stall_cycles"]["matrix"] == {"weights": 26}
+    assert summary["seconds"] == pytest.approx(60 / CFG.clock_hz)
 
 
 def test_pipelined_matmuls_hide_the_second_weight_load():
