@@ -23,6 +23,7 @@ import tempfile
 
 from ..compiler.buffer_assignment import ARGUMENT, CONSTANT, OUTPUT
 from ..compiler.ir import Shape
+from ..runtime import pytree
 from ..runtime.executable import Signature
 
 SCRATCH_ALIGN = 64
@@ -119,8 +120,8 @@ def header(prefix: str, name: str, program, signature: Signature, target, tessel
              f"#define {p}_SCRATCH_BYTES {program.scratch_bytes}",
              f"#define {p}_SCRATCH_ALIGN {SCRATCH_ALIGN}", ""]
     paths = [s.path for s in signature.in_specs]
-    for role, shapes, names in (("ARG", program.arguments, paths),
-                                ("RESULT", program.outputs, [f"output {k}" for k in range(len(program.outputs))])):
+    out_paths = [p or "output" for p in pytree.leaf_paths(signature.out_tree, "output")]
+    for role, shapes, names in (("ARG", program.arguments, paths), ("RESULT", program.outputs, out_paths)):
         for k, (shape, label) in enumerate(zip(shapes, names)):
             lines += _buffer_macros(p, prefix, role, k, shape, label)
     for role, shapes in (("arg", program.arguments), ("result", program.outputs)):

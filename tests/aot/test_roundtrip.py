@@ -136,3 +136,20 @@ def test_export_traces_for_shape_dtypes_with_statics_and_aliases(tmp_path):
     np.testing.assert_array_equal(out["k"], np.arange(3.0))
     assert [c["dtype"] for c in artifact.manifest["constants"]] and all(
         isinstance(v, np.ndarray) for v in artifact.constants().values())
+
+
+def test_bf16_arguments_and_results(tmp_path):
+    """bf16 travels as float32 arrays in Python and as 16-bit patterns in native code."""
+    def f(x, y):
+        return x * 3 + 1, x.astype("float32") * y, x           # the last: an aliased bf16 output
+
+    jitted = tessel.jit(f)
+    compiled = jitted.lower(tessel.ShapeDtype((37,), "bf16"), tessel.ShapeDtype((37,), "float32")).compile()
+    path = tessel.aot.save(compiled, str(tmp_path / "bf16.tsl"))
+    x = tessel.compiler.dtypes.round_to_bf16(np.linspace(-3, 3, 37, dtype=np.float32))
+    y = np.linspace(1, 2, 37, dtype=np.float32)
+    artifact = tessel.aot.load(path)
+    assert [a.dtype.name for a in artifact.out_avals] == ["bf16", "f32", "bf16"]
+    for got, want in zip(artifact(x, y), compiled(x, y)):
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, want)

@@ -1,0 +1,99 @@
+"""Time to first result of the GPT-2 block (bench size) in fresh processes:
+
+    jit      import tessel, trace, optimize, compile, run (nothing cached)
+    aot      import tessel.aot, load the artifact exported beforehand, run
+
+Each sample is one new Python process, timed from before its first tessel import to
+the first result (the interpreter's own start-up is left out: it is the same for
+every row). Medians of --repeat samples; the machine is shared, so compare rows of
+one run. Usage (repository root):
+
+    python bench/start_bench.py [--repeat 5] [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+CHILD = r"""
+import functools, json, os, sys, time
+import numpy as np
+root, mode = sys.argv[1], sys.argv[2]
+n = int(open(os.path.join(root, "n_leaves")).read())
+leaves = [np.load(os.path.join(root, f"in{k}.npy"), allow_pickle=False) for k in range(n)]
+spec = json.loads(open(os.path.join(root, "spec.json")).read())
+start = time.perf_counter()
+if mode == "aot":
+    import tessel.aot
+    from tessel.runtime import pytree
+    block = pytree.unflatten(pytree.flatten(spec["block_skeleton"])[1], leaves[1:])
+    out = tessel.aot.load(os.path.join(root, "block.tsl"))(leaves[0], block)
+else:
+    sys.path.insert(0, sys.argv[3])
+    import tessel
+    from tessel.runtime import pytree
+    from bench import workloads
+    block = pytree.unflatten(pytree.flatten(spec["block_skeleton"])[1], leaves[1:])
+    out = tessel.jit(functools.partial(workloads.block_xp, np, n_heads=spec["heads"]))(leaves[0], block)
+elapsed = time.perf_counter() - start
+np.save(os.path.join(root, f"out.{mode}.npy"), np.asarray(out))
+print(json.dumps({"mode": mode, "seconds": elapsed}))
+"""
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="the small GPT block (a smoke run)")
+    args = parser.parse_args(argv)
+    import tessel
+    from bench import workloads
+    sizes = workloads.GPT["quick" if args.quick else "size"]
+    x, block = workloads.block_inputs(np.random.default_rng(0), **sizes)
+    root = tempfile.mkdtemp(prefix="tessel-start-")
+    fn = tessel.jit(lambda x, block: workloads.block_xp(np, x, block, sizes["heads"]))
+    t = time.perf_counter()
+    tessel.aot.export(fn, x, block, path=os.path.join(root, "block.tsl"))
+    print(f"export (trace + optimize + codegen + object): {time.perf_counter() - t:.2f} s")
+    artifact = tessel.aot.load(os.path.join(root, "block.tsl"))
+    leaves, _ = tessel.runtime.pytree.flatten((x, block, {}))
+    for k, leaf in enumerate(leaves):
+        np.save(os.path.join(root, f"in{k}.npy"), leaf)
+    skeleton = tessel.runtime.pytree.unflatten(tessel.runtime.pytree.flatten(block)[1],
+                                               [0] * len(tessel.runtime.pytree.flatten(block)[0]))
+    Path(root, "n_leaves").write_text(str(len(leaves)))
+    Path(root, "spec.json").write_text(json.dumps({"heads": sizes["heads"], "block_skeleton": skeleton}))
+    del artifact
+    samples = {"jit": [], "aot": []}
+    for _ in range(args.repeat):
+        for mode in samples:
+            run = subprocess.run([sys.executable, "-c", CHILD, root, mode, str(REPO)], capture_output=True,
+                                 text=True, cwd=root)
+            if run.returncode != 0:
+                print(run.stderr, file=sys.stderr)
+                return 1
+            samples[mode].append(json.loads(run.stdout.strip().splitlines()[-1])["seconds"])
+    same = np.array_equal(np.load(os.path.join(root, "out.jit.npy")), np.load(os.path.join(root, "out.aot.npy")))
+    print(f"GPT-2 block {sizes}, time to first result in a new process, median of {args.repeat}:")
+    for mode, label in (("jit", "JIT, cold (trace + compile)"), ("aot", "AOT artifact (load + run)")):
+        print(f"  {label:<32} {statistics.median(samples[mode]):8.3f} s   samples "
+              + " ".join(f"{s:.2f}" for s in samples[mode]))
+    print(f"  jit / aot: {statistics.median(samples['jit']) / statistics.median(samples['aot']):.1f}x;"
+          f" outputs identical: {same}; load average {os.getloadavg()[0]:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
