@@ -29,9 +29,11 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def write(path, members: dict[str, bytes]) -> None:
+def write(path, members: dict[str, bytes], durable: bool = True) -> None:
     """Write `members` as a zip at `path` atomically (a temporary file in the same
-    directory, then a rename: readers see the old file or the new one, never half)."""
+    directory, then a rename: readers see the old file or the new one, never half).
+    `durable` also syncs the data to disk before the rename (artifacts; a cache,
+    which detects damaged entries anyway, skips it)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tsl-", suffix=".tmp", dir=directory)
@@ -43,8 +45,10 @@ def write(path, members: dict[str, bytes]) -> None:
                     info.compress_type = zipfile.ZIP_DEFLATED
                     info.external_attr = 0o644 << 16
                     z.writestr(info, data)
+            os.chmod(tmp, 0o644)            # mkstemp's 0600 would hide artifacts from other users
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

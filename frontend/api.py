@@ -11,6 +11,7 @@ import functools
 import inspect
 import re
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from ..compiler import dtypes, graph, verifier
 from ..compiler.ir import Module, Shape
-from ..runtime import backends, pytree
+from ..runtime import backends, compile_log, pytree
 from ..runtime.executable import ArgSpec, Executable, Signature, as_argument_array
 from . import core
 
@@ -321,7 +322,7 @@ class Jitted:
                 event.wait()
                 continue          # the owner finished (or failed): look again
             try:
-                compiled = self._lower(binding, leaves, treedef).compile()
+                compiled = self._trace_and_compile(key, binding, leaves, treedef)
                 with self._lock:
                     self._cache[key] = compiled
                 return compiled
@@ -329,6 +330,20 @@ class Jitted:
                 with self._lock:
                     del self._in_flight[key]
                 event.set()
+
+    def _trace_and_compile(self, key, binding, leaves, treedef) -> Compiled:
+        if not compile_log.enabled():
+            return self._lower(binding, leaves, treedef).compile()
+        with self._lock:
+            previous = list(self._cache)
+        reason = miss_reason(key, previous, leaf_paths(binding, treedef))
+        start = time.perf_counter()
+        lowered = self._lower(binding, leaves, treedef)
+        traced = time.perf_counter()
+        compiled = lowered.compile()
+        compile_log.log(f"{lowered.name}: traced in {1e3 * (traced - start):.1f} ms, compiled in "
+                        f"{1e3 * (time.perf_counter() - traced):.1f} ms (in-memory cache miss: {reason})")
+        return compiled
 
     def cache_size(self) -> int:
         return len(self._cache)
@@ -339,6 +354,33 @@ class Jitted:
 
     def __repr__(self) -> str:
         return f"<tessel.jit {getattr(self.fun, '__qualname__', self.fun)} backend={self.backend}>"
+
+
+def miss_reason(key, previous: list, paths: list[str]) -> str:
+    """Why `key` (treedef, leaf avals, statics) missed the in-memory cache: what changed
+    since the most recent signature compiled."""
+    if not previous:
+        return "first call"
+    last_tree, last_avals, last_statics = previous[-1]
+    tree, avals, statics = key
+    if tree != last_tree:
+        return "argument structure changed: " + "; ".join(pytree.structure_diff(last_tree, tree, "args"))
+    changes = [f"argument {path}: {_aval_text(old)} -> {_aval_text(new)}"
+               for path, old, new in zip(paths, last_avals, avals) if old != new]
+    old_statics, new_statics = dict(last_statics), dict(statics)
+    changes += [f"static argument {name}: {old_statics.get(name)!r} -> {new_statics.get(name)!r}"
+                for name in sorted(set(old_statics) | set(new_statics), key=str)
+                if old_statics.get(name) != new_statics.get(name)]
+    return "; ".join(changes) or "a signature not seen before"
+
+
+def _aval_text(aval) -> str:
+    if isinstance(aval, tuple) and len(aval) == 2 and isinstance(aval[0], str):
+        kind, shape = aval
+        if kind in ("bool", "int", "float"):
+            return f"Python {kind}"
+        return f"{dtypes.from_numpy(np.dtype(kind)).name}{list(shape)}"
+    return str(aval)
 
 
 def _fast_aval(leaf):

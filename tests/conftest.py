@@ -7,6 +7,8 @@ Mark a test `@pytest.mark.no_round_trip` to opt out (say why next to the marker)
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -14,6 +16,12 @@ from tessel.compiler import ir, verifier
 from tessel.compiler.parser import parse_module
 from tessel.compiler.printer import print_module
 from tessel.compiler.structural import first_difference, module_structure
+
+
+# Tests compile afresh: no entry of a user's persistent compile cache (and no other
+# test's) is reused. tests/runtime/test_compile_cache.py turns the cache on where it
+# tests it.
+os.environ["TESSEL_CACHE_DIR"] = "off"
 
 
 def pytest_configure(config):

@@ -38,9 +38,11 @@ from ...compiler import dtypes
 from ...compiler.dtypes import narrow_bf16, widen_bf16   # noqa: F401 (also imported from here)
 from ...compiler.buffer_assignment import ARGUMENT, CONSTANT
 from ...compiler.ir import Module, Shape
+from ...runtime import compile_cache, compile_log
 from ...runtime.backends import Backend
-from . import codegen
-from .llvm_target import JitModule
+from ...runtime.compile_cache import DiskCache
+from . import codegen, program_cache
+from .llvm_target import JitModule, host
 
 ALIGN = 64
 _UNUSED = np.empty(0, np.uint8)      # the results-table slot of an output the entry does not write
@@ -117,14 +119,10 @@ class _Argument:
 class CpuExecutable:
     """A module compiled to native code for this host, callable on NumPy arrays."""
 
-    def __init__(self, module: Module, threads: int | None = None):
+    def __init__(self, module: Module, threads: int | None = None, cache: DiskCache | None = None):
         self.module = module
-        self.program = codegen.compile_program(module, threads=threads)
         layout = _object_layout()
-        text = self.program.ir
-        if layout is not None:
-            text += objects_entry_ir(len(self.program.arguments), len(self.program.outputs), layout)
-        self.jit = JitModule(text)
+        self.program, self.jit = _compile(module, threads or codegen.default_threads(), layout, cache)
         self._entry = _ENTRY_TYPE(self.jit.address(codegen.ENTRY))
         self._objects_entry = (_OBJECTS_TYPE(self.jit.address(f"{codegen.ENTRY}_objects"))
                                if layout is not None else None)
@@ -217,9 +215,33 @@ class CpuExecutable:
         return self.jit.assembly()
 
 
+def _compile(module: Module, threads: int, layout: ObjectLayout | None, cache: DiskCache | None):
+    """(Program, native code) for `module`: from the persistent compile cache when it
+    holds the program (program_cache.py), else compiled (and stored there)."""
+    entry_key = None
+    if cache is not None:
+        entry_key = program_cache.key(program_cache.module_text(module), host(), threads, layout)
+        found = program_cache.load(cache, entry_key)
+        compile_log.log(f"{module.name}: disk cache {'hit' if found else 'miss'} {entry_key[:12]} in {cache.root}")
+        if found is not None:
+            return found
+    program = codegen.compile_program(module, threads=threads)
+    text = program.ir
+    if layout is not None:
+        text += objects_entry_ir(len(program.arguments), len(program.outputs), layout)
+    jit = JitModule(text, keep_object=cache is not None)
+    if cache is not None:
+        reason = program_cache.uncacheable(program, module) or (None if jit.object else "no object file")
+        if reason is None:
+            program_cache.store(cache, entry_key, program, jit.object)
+        compile_log.log(f"{module.name}: {'stored in the disk cache' if reason is None else 'not cached: ' + reason}")
+    return program, jit
+
+
 def compile(module: Module):
-    """The backend's compile: module -> run(list of arrays) -> list of arrays."""
-    return CpuExecutable(module).run
+    """The backend's compile: module -> run(list of arrays) -> list of arrays (through
+    the persistent compile cache unless it is disabled, runtime/compile_cache.py)."""
+    return CpuExecutable(module, cache=compile_cache.default()).run
 
 
 def backend() -> Backend:

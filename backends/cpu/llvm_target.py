@@ -152,7 +152,9 @@ def parse(ir_text: str):
 class JitModule:
     """Compiled native code for one LLVM module, kept alive as long as this object."""
 
-    def __init__(self, ir_text: str, optimize_ir: bool = True):
+    def __init__(self, ir_text: str, optimize_ir: bool = True, keep_object: bool = False):
+        """`keep_object`: keep the object file MCJIT compiles in `self.object` (through
+        LLVM's object-cache hook), for the persistent compile cache."""
         info = host()
         self.module = parse(ir_text)
         self.module.triple = info.triple
@@ -161,8 +163,14 @@ class JitModule:
         if optimize_ir:
             optimize(self.module, self._tm)
         self.engine = llvm.create_mcjit_compiler(self.module, self._tm)
+        self.object: bytes | None = None
+        if keep_object:
+            self.engine.set_object_cache(notify_func=self._keep)
         self.engine.finalize_object()
         self.engine.run_static_constructors()
+
+    def _keep(self, module, data: bytes) -> None:
+        self.object = bytes(data)
 
     def address(self, name: str) -> int:
         addr = self.engine.get_function_address(name)
@@ -225,3 +233,7 @@ class LoadedObject:
         if not addr:
             raise KeyError(f"no native function {name!r} in this object")
         return addr
+
+    def assembly(self) -> str:
+        raise RuntimeError("this code was loaded from an object file (an artifact or the compile "
+                           "cache) and has no IR to print; set TESSEL_CACHE_DIR=off to compile afresh")
