@@ -42,10 +42,26 @@ In place (reuse on)
     An op that writes elementwise -- an elementwise op, or a loop fusion whose root is
     elementwise and which reads the operand only through same-shaped elementwise ops --
     may write its result into an operand's storage when that storage dies at this step
-    and has the result's byte size, dims and layout. Never into a constant, never into an
-    argument unless its parameter is in `donated_parameters` (as JAX's donate_argnums).
-    Output and input fusions never write in place: a blocked GEMM accumulates partial
-    sums in its result buffer before the epilogue reads the epilogue operands.
+    and has the result's byte size, dims and layout. So may a dynamic_update_slice into
+    its operand 0 (XLA's in-place update: only the update window is written; a kernel
+    whose result shares its operand's storage skips copying the operand). Never into a
+    constant, never into an argument unless its parameter is in `donated_parameters`
+    (as JAX's donate_argnums). Output and input fusions never write in place: a
+    blocked GEMM accumulates partial sums in its result buffer before the epilogue
+    reads the epilogue operands.
+
+Loop-carried state (`plan_computation(body, carried=True)`, for a while body)
+    The body's parameter leaves and root leaves are the same loop state: leaf k of the
+    parameter is iteration i's value, leaf k of the root iteration i+1's. A leaf is
+    *carried in place* when its next value can live in its current value's storage:
+    the root returns the parameter leaf unchanged (xs of a scan), or a chain of
+    in-place writes starting at parameter leaf k (which must die there) ends at root
+    leaf k (the stacked ys of a scan, updated by dynamic_update_slice). For those
+    leaves the caller passes the same pointer as argument and result and copies
+    nothing; the others are written to separate output buffers and copied back after
+    the body (`carried_in_place` names the in-place leaves). In-place writes into a
+    parameter leaf are allowed only on such chains; when a chain ends elsewhere the
+    plan is redone without it, so a leaf's storage never holds an intermediate.
 
 Reuse (reuse on)
     Scratch allocations whose live ranges do not overlap share arena bytes. Placement is
@@ -273,6 +289,7 @@ class BufferAssignment:
     constant_bytes: int
     reuse: bool
     donated_parameters: frozenset[int] = frozenset()
+    carried_in_place: frozenset[int] = frozenset()  # state leaves updated in place (loop bodies)
     _by_name: dict[str, Instruction] = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
@@ -347,27 +364,54 @@ def assign_buffers(module: Module, reuse: bool = True,
 
 
 def plan_computation(comp: Computation, order: list[Instruction] | None = None, reuse: bool = True,
-                     donated_parameters: Iterable[int] = (), values: Values | None = None
-                     ) -> BufferAssignment:
+                     donated_parameters: Iterable[int] = (), values: Values | None = None,
+                     carried: bool = False) -> BufferAssignment:
     """Plan the buffers of any computation, in `order` (default: its current order).
 
     Its parameters are the arguments and its root the outputs; the scheduler plans each
-    candidate order with this to compare them.
+    candidate order with this to compare them. `carried`: the computation is a loop
+    body whose root leaves are the next values of its parameter leaves (module
+    docstring, loop-carried state).
     """
     donated = _check_donated(comp, donated_parameters)
     order = list(comp.instructions if order is None else order)
     values = values or analyze_values(comp)
     ranges = live_ranges(values, order)
-    allocation_of = {b: Allocation([b], *ranges[b]) for b in values.buffers}
-    in_place = _share_in_place(order, values, allocation_of, donated) if reuse else {}
+    params = [b for p in comp.parameters for b in values.defined[p]]
+    writable = {b for b in params if b.instr.attrs["index"] in donated}
+    carry = _carried_candidates(values, params) if carried and reuse else {}
+    while True:
+        allocation_of = {b: Allocation([b], *ranges[b]) for b in values.buffers}
+        in_place = (_share_in_place(order, values, allocation_of, writable | set(carry.values()))
+                    if reuse else {})
+        reached = {k: p for k, p in carry.items()
+                   if allocation_of[p] is allocation_of[values.points_to[comp.root][k]]}
+        if reached == carry:
+            break
+        carry = reached        # a chain from parameter leaf k ended elsewhere: plan without it
     allocations = list(dict.fromkeys(allocation_of.values()))
     _place_arguments(comp, values, allocation_of)
     constant_bytes = _pack_in_order([a for a in allocations if a.origin == "constant"], CONSTANT)
     output_aliases = _place_outputs(values, allocation_of)
     scratch = [a for a in allocations if a.kind == SCRATCH]
     scratch_bytes = _pack_best_fit(scratch) if reuse else _pack_in_order(scratch, SCRATCH)
+    in_place_leaves = frozenset(k for k, where in output_aliases.items()
+                                if carried and where.kind == ARGUMENT and where.index == k)
     return BufferAssignment(comp, order, values, ranges, allocation_of, in_place, output_aliases,
-                            scratch_bytes, constant_bytes, reuse, donated)
+                            scratch_bytes, constant_bytes, reuse, donated, in_place_leaves)
+
+
+def _carried_candidates(values: Values, params: list[LogicalBuffer]) -> dict[int, LogicalBuffer]:
+    """State leaf k -> its parameter buffer, for the leaves whose next value may take the
+    current one's storage: the root leaf is a buffer of its own (returned once, not a
+    parameter or constant) of the same size."""
+    root = values.points_to[values.computation.root]
+    if len(root) != len(params):
+        raise ValueError(f"loop body {values.computation.name}: {len(params)} state leaves in, "
+                         f"{len(root)} out")
+    counts = {b: root.count(b) for b in root}
+    return {k: p for k, (p, b) in enumerate(zip(params, root))
+            if counts[b] == 1 and b.instr.opcode not in PINNED_OPS and b.size == p.size}
 
 
 def _check_donated(comp: Computation, donated: Iterable[int]) -> frozenset[int]:
@@ -418,40 +462,53 @@ def _reads_safely(instr: Instruction, k: int) -> bool:
     return True
 
 
-def _may_overwrite(alloc: Allocation, step: int, donated: frozenset[int]) -> bool:
+def _may_overwrite(alloc: Allocation, step: int, writable: set[LogicalBuffer]) -> bool:
     if alloc.end != step:         # still read later, or an output (live to the end)
         return False
     if alloc.origin == "constant":
         return False
     if alloc.origin == "parameter":
-        return alloc.buffers[0].instr.attrs["index"] in donated
+        return alloc.buffers[0] in writable
     return True
 
 
+def _in_place_candidates(instr: Instruction) -> list[int]:
+    """The operands whose storage `instr` could write its result into (if they die)."""
+    if instr.shape.is_tuple:
+        return []
+    if instr.opcode == "dynamic_update_slice":
+        return [0]
+    return list(range(len(instr.operands))) if writes_elementwise(instr) else []
+
+
 def _in_place_operand(instr: Instruction, step: int, values: Values,
-                      allocation_of: dict, donated: frozenset[int]) -> int | None:
+                      allocation_of: dict, writable: set[LogicalBuffer]) -> int | None:
     """The number of the operand whose storage `instr` can write its result into, or None."""
     result = values.defined[instr]
-    if len(result) != 1 or instr.shape.is_tuple or not writes_elementwise(instr):
+    if len(result) != 1:
         return None
-    for k, operand in enumerate(instr.operands):
+    for k in _in_place_candidates(instr):
+        operand = instr.operands[k]
         if operand.shape.is_tuple or operand.shape.nbytes != result[0].size:
             continue
         target = allocation_of[values.points_to[operand][0]]
-        if not _may_overwrite(target, step, donated):
+        if not _may_overwrite(target, step, writable):
             continue
         readers = [j for j, o in enumerate(instr.operands)
                    if any(allocation_of[b] is target for b in values.points_to[o])]
-        if all(_reads_safely(instr, j) for j in readers):
+        if instr.opcode == "dynamic_update_slice":
+            if readers == [0]:        # the update and the starts must not be in the storage
+                return k
+        elif all(_reads_safely(instr, j) for j in readers):
             return k
     return None
 
 
 def _share_in_place(order, values: Values, allocation_of: dict,
-                    donated: frozenset[int]) -> dict[Instruction, Instruction]:
+                    writable: set[LogicalBuffer]) -> dict[Instruction, Instruction]:
     in_place = {}
     for step, instr in enumerate(order):
-        k = _in_place_operand(instr, step, values, allocation_of, donated)
+        k = _in_place_operand(instr, step, values, allocation_of, writable)
         if k is None:
             continue
         operand = instr.operands[k]
@@ -570,6 +627,8 @@ def _format_assignment(ba: BufferAssignment) -> str:
     for i, (b, shape) in enumerate(zip(ba.values.points_to[root], root.shape.leaves())):
         alias = ba.output_aliases.get(i)
         where = f"shares {alias}" if alias else f"written by {b.instr.name}"
+        if i in ba.carried_in_place:
+            where = f"carried in place ({b.instr.name})"
         lines.append(f"    #{i} {shape}: {where}")
     return "\n".join(lines)
 

@@ -40,10 +40,18 @@ naming the op and its source line before anything is emitted (`check_supported`)
 bf16 buffers hold the upper 16 bits of each f32 (2 bytes per element, as the plan
 sizes them); f16 buffers are IEEE half. See kernels_elementwise.py for how values are
 computed.
+
+Profiling (debug, off by default): with TESSEL_PROFILE_KERNELS=1 in the environment at
+compile time, JIT code reads the CPU's cycle counter (`llvm.readcyclecounter`) around
+every kernel of the entry and adds the difference to `Program.kernel_cycles[k]` (a
+NumPy array whose address the code holds; `Program.profiled_kernels[k]` names kernel k, and
+kernels of nested computations count in their control-flow op's kernel).
+`kernel_profile(program, seconds)` turns the counts into a table.
 """
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -74,6 +82,12 @@ CONSTANT_GLOBAL_LIMIT = 256 * 1024
 # Kernels whose work (elements x per-element cost, in add-equivalents) is below this
 # run on the calling thread: a dispatch to the pool costs ~1-2 us, a wake-up more.
 PARALLEL_MIN_COST = 400_000
+
+PROFILE_FLAG = "TESSEL_PROFILE_KERNELS"
+
+
+def profiling_requested() -> bool:
+    return os.environ.get(PROFILE_FLAG, "") not in ("", "0")
 
 
 # ----------------------------------------------------------------------------- the kernel table
@@ -177,6 +191,9 @@ class Program:
     constants: np.ndarray            # the constant section (uint8), for aliased outputs
     kernels: list[str] = field(default_factory=list)
     entry: str = ENTRY
+    kernel_cycles: np.ndarray | None = None   # per entry kernel, when profiling (module docstring)
+    profiled_kernels: list[str] = field(default_factory=list)    # their names
+    loop_copy_bytes: dict[str, int] = field(default_factory=dict)  # while -> state bytes copied per iteration
 
 
 def compile_program(module: Module, target: TargetInfo | None = None,
@@ -217,6 +234,8 @@ class Codegen:
         self._constant_globals: dict = {}
         self._kernel_functions: dict = {}      # (kernel_key, n) -> the n-th function of such kernels
         self._uses_pool = False
+        self._profile = None
+        self.loop_copy_bytes: dict[str, int] = {}   # while -> state bytes copied per iteration
 
     def unique(self, hint: str) -> str:
         name, n = hint, 1
@@ -239,10 +258,18 @@ class Codegen:
         self._b = b
         self._pointers: dict = {}
         temp = L.gep(b, scratch, I8, aligned(self.plan.scratch_bytes))
+        if profiling_requested() and not self.self_contained:
+            self._profile = ProfileCounters(sum(1 for i in self.plan.order
+                                                if i.opcode not in PLUMBING and not self.plan.is_alias(i)))
+        entry_kernels = []
         for instr in self.plan.order:
             if instr.opcode in PLUMBING or self.plan.is_alias(instr):
                 continue
+            start = self._profile.start(b) if self._profile else None
             self._emit_kernel(instr, temp)
+            entry_kernels.append(f"{self.kernel_names[-1]} {instr.shape}")
+            if self._profile:
+                self._profile.stop(b, start)
         b.ret_void()
         if self._uses_pool:
             from . import runtime_support
@@ -255,7 +282,10 @@ class Codegen:
             output_aliases=dict(self.plan.output_aliases),
             scratch_bytes=aligned(self.plan.scratch_bytes) + self.temp_bytes,
             constants=self._constant_bytes,
-            kernels=self.kernel_names)
+            kernels=self.kernel_names,
+            kernel_cycles=self._profile.counts if self._profile else None,
+            profiled_kernels=entry_kernels if self._profile else [],
+            loop_copy_bytes=dict(self.loop_copy_bytes))
 
     def _constant_section(self) -> ir.Value | None:
         data = np.zeros(self.plan.constant_bytes, np.uint8)
@@ -315,6 +345,45 @@ class Codegen:
             data = storage_bytes(literal.array, instr.shape.dtype)
             self._constant_globals[key] = self._global(f"const.{instr.name}", data)
         return self._constant_globals[key]
+
+
+class ProfileCounters:
+    """Cycle counts per entry kernel in a NumPy array the JIT code adds to (debug only:
+    the code holds the array's address, so it is never written to an object file)."""
+
+    def __init__(self, kernels: int):
+        self.counts = np.zeros(max(kernels, 1), np.uint64)
+        self._next = 0
+
+    def start(self, b: ir.IRBuilder) -> ir.Value:
+        return b.call(self._counter(b.module), [])
+
+    def stop(self, b: ir.IRBuilder, start: ir.Value) -> None:
+        elapsed = b.sub(b.call(self._counter(b.module), []), start)
+        slot = ir.Constant(I64, self.counts.ctypes.data + 8 * self._next).inttoptr(PTR)
+        self._next += 1
+        L.store(b, b.add(L.load(b, slot, I64), elapsed), slot)
+
+    @staticmethod
+    def _counter(module: ir.Module) -> ir.Function:
+        fn = module.globals.get("llvm.readcyclecounter")
+        if fn is None:
+            fn = ir.Function(module, ir.FunctionType(I64, []), name="llvm.readcyclecounter")
+        return fn
+
+
+def kernel_profile(program: Program, seconds: float | None = None, top: int = 25) -> str:
+    """A table of the profiled kernels, most expensive first: share of the counted
+    cycles, and (given the wall `seconds` the counted calls took) milliseconds."""
+    if program.kernel_cycles is None:
+        raise ValueError(f"the program was compiled without {PROFILE_FLAG}=1: no kernel counts")
+    cycles = program.kernel_cycles.astype(np.float64)
+    total = max(cycles.sum(), 1.0)
+    lines = [f"{'share':>6}  {'ms':>8}  kernel"]
+    for k in np.argsort(-cycles)[:top]:
+        ms = f"{seconds * 1e3 * cycles[k] / total:8.3f}" if seconds else " " * 8
+        lines.append(f"{100 * cycles[k] / total:5.1f}%  {ms}  {program.profiled_kernels[k]}")
+    return "\n".join(lines)
 
 
 class ByteArray(ir.Constant):

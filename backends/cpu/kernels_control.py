@@ -23,9 +23,15 @@ run one after another, and a computation never calls itself, so one region per c
 site suffices: no heap allocation, no recursion) and calls it:
 
     while        state := init (the while's output buffers); loop: cond(state) -> pred
-                 (one byte of scratch); if false stop; body(state) -> next (scratch
-                 buffers); state := next. Copying next into state keeps the body free
-                 to read its parameters while it writes its results.
+                 (one byte of scratch); if false stop; body(state) -> next; state :=
+                 next. The body is planned with its state carried in place
+                 (buffer_assignment, `carried`): a leaf it returns unchanged, or
+                 updates through in-place writes after its last read (a scan's
+                 dynamic_update_slice of the stacked outputs), is written straight
+                 into the state; only the other leaves go through scratch buffers
+                 copied back after the body, which keeps the body free to read its
+                 parameters while it writes those results. Bytes copied per
+                 iteration: `Program.loop_copy_bytes[while name]`.
     conditional  branch index clamped like the interpreter (pred: false -> 0, true -> 1;
                  an integer out of [0, N) -> the last branch); a switch calls the
                  branch, which writes the conditional's outputs directly
@@ -54,12 +60,21 @@ class NestedModule:
 
 def nested_function(parent, comp: Computation) -> tuple[ir.Function, int]:
     """Compile `comp` into the parent's LLVM module: (function, scratch bytes it needs)."""
+    fn, scratch, _ = compile_nested(parent, comp)
+    return fn, scratch
+
+
+def compile_nested(parent, comp: Computation, carried: bool = False) -> tuple[ir.Function, int, frozenset]:
+    """`nested_function`, and the state leaves the function updates in place.
+    `carried`: `comp` is a while body, planned with its state leaves carried in place
+    where possible (buffer_assignment); the caller passes one pointer as argument and
+    result for those leaves."""
     from .codegen import PLUMBING, Codegen          # codegen imports this module for its tables
 
     class NestedCodegen(Codegen):
         def __init__(self):
-            super().__init__(NestedModule(comp), plan_computation(comp), parent.target, parent.threads,
-                             self_contained=True)
+            super().__init__(NestedModule(comp), plan_computation(comp, carried=carried), parent.target,
+                             parent.threads, self_contained=True)
             # share the parent's module, math library, names and constant globals
             self.llvm, self.mathlib = parent.llvm, parent.mathlib
             self._names, self._constant_globals = parent._names, parent._constant_globals
@@ -81,6 +96,8 @@ def nested_function(parent, comp: Computation) -> tuple[ir.Function, int]:
                     continue
                 self._emit_kernel(instr, temp)
             for number, where in sorted(self.plan.output_aliases.items()):
+                if number in self.plan.carried_in_place:      # the caller's result is the argument
+                    continue
                 destination = self.pointer(Slice(OUTPUT, number, where.size))
                 memcpy(b, destination, self.pointer(where), where.size)
             b.ret_void()
@@ -90,7 +107,7 @@ def nested_function(parent, comp: Computation) -> tuple[ir.Function, int]:
 
     nested = NestedCodegen()
     fn = nested.emit_function()
-    return fn, aligned(nested.plan.scratch_bytes) + nested.temp_bytes
+    return fn, aligned(nested.plan.scratch_bytes) + nested.temp_bytes, nested.plan.carried_in_place
 
 
 def check_nested(comp: Computation) -> None:
@@ -133,13 +150,18 @@ def emit_while(kc, comp: Computation, outputs: list, operands: list) -> None:
     for out, init, n in zip(outputs, operands, sizes):
         memcpy(e, out, init, n)
     cond, cond_scratch = nested_function(kc.codegen, loop.attrs["condition"])
-    body, body_scratch = nested_function(kc.codegen, loop.attrs["body"])
+    body, body_scratch, in_place = compile_nested(kc.codegen, loop.attrs["body"], carried=True)
     scratch = kc.temp(max(cond_scratch, body_scratch, 1))     # they run one after the other
     pred = kc.temp(1)
-    nexts = [kc.temp(max(n, 1)) for n in sizes]
+    # Leaves the body updates in place are their own next value; the others go through
+    # a scratch buffer, copied back after the body (it may still read the old value).
+    copied = [k for k in range(len(sizes)) if k not in in_place]
+    nexts = {k: kc.temp(max(sizes[k], 1)) for k in copied}
+    entry_codegen = getattr(kc.codegen, "parent_codegen", kc.codegen)
+    entry_codegen.loop_copy_bytes[loop.name] = sum(sizes[k] for k in copied)
     state = pointer_array(e, outputs, "while.state")
     cond_results = pointer_array(e, [pred], "while.pred")
-    body_results = pointer_array(e, nexts, "while.next")
+    body_results = pointer_array(e, [nexts.get(k, out) for k, out in enumerate(outputs)], "while.next")
 
     header = e.append_basic_block("while.cond")
     step = e.append_basic_block("while.body")
@@ -150,8 +172,8 @@ def emit_while(kc, comp: Computation, outputs: list, operands: list) -> None:
     e.cbranch(e.icmp_unsigned("!=", L.load(e, pred, I8), ir.Constant(I8, 0)), step, done)
     e.position_at_end(step)
     e.call(body, [state, body_results, scratch])
-    for out, nxt, n in zip(outputs, nexts, sizes):
-        memcpy(e, out, nxt, n)
+    for k in copied:
+        memcpy(e, outputs[k], nexts[k], sizes[k])
     e.branch(header)
     e.position_at_end(done)
 

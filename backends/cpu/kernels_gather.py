@@ -21,8 +21,11 @@ inline as scalar code by the loop evaluator (kernels_loop.Evaluator), its two
 parameters bound to the current value and the update (`apply_scalar`, which also
 inlines calls inside it).
 
-Outputs never share storage with operands here (buffer assignment only writes
-elementwise ops in place), so the operand copy is a plain memcpy.
+A dynamic_update_slice whose operand dies at it is updated in place (buffer
+assignment gives the result the operand's storage; the kernel sees the same pointer
+and copies nothing): a scan's stacked outputs cost the update, not the whole array,
+per step. Otherwise outputs never share storage with operands here, so the operand
+copy is a plain memcpy.
 """
 from __future__ import annotations
 
@@ -158,7 +161,8 @@ def emit_dynamic_update_slice(kc, comp: Computation, outputs: list, operands: li
     dus = comp.root
     x, update, starts = dus.operands[0], dus.operands[1], dus.operands[2:]
     x_dims, u_dims, dtype = x.shape.dims, update.shape.dims, dus.shape.dtype
-    memcpy(kc.entry, outputs[0], operands[0], x.shape.size * element_bytes(dtype))
+    if outputs[0] is not operands[0]:       # else buffer assignment updates x in place
+        memcpy(kc.entry, outputs[0], operands[0], x.shape.size * element_bytes(dtype))
     if update.shape.size == 0:
         return
     xs = row_major_strides(x_dims)

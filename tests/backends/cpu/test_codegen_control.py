@@ -118,3 +118,63 @@ def test_scan_and_indexed_updates_in_a_loop():
         return lax.fori_loop(0, 4, body, tnp.zeros((4, 5), np.float32))
     assert_cpu_matches_interpreter(rows, np.arange(25, dtype=np.float32).reshape(5, 5),
                                    np.array([3, 1, 4, 1], np.int32))
+
+
+# ----------------------------------------------------------------------------- loop state in place
+
+def _program(f, *args):
+    from tessel.backends.cpu import codegen
+    return codegen.compile_program(tessel.jit(f).lower(*args).compile().module)
+
+
+def _scan_ys(xs):
+    def step(c, x):
+        c = c * np.float32(0.5) + x
+        return c, (c * np.float32(2.0), c.sum())
+    c, (ys, sums) = lax.scan(step, tnp.zeros(xs.shape[1:], np.float32), xs)
+    return c, ys, sums
+
+
+@pytest.mark.parametrize("n", [1, 7, 33])
+def test_scan_outputs_are_updated_in_place(n):
+    """The stacked outputs of a scan (a dynamic_update_slice per step) and its xs
+    (returned unchanged) stay in the loop state: per iteration only the counter and
+    the carry are copied, whatever n -- a linear-time scan, not a quadratic one."""
+    xs = np.random.default_rng(n).standard_normal((n, 5)).astype(np.float32)
+    assert_cpu_matches_interpreter(_scan_ys, xs)
+    program = _program(_scan_ys, xs)
+    (copied,) = program.loop_copy_bytes.values()
+    assert copied <= 4 + 5 * 4      # at most the s32 counter and the f32[5] carry
+    body_ir = program.ir.split("define internal void @\"tessel.comp.while_body")[1].split("\ndefine ")[0]
+    assert f"i64 {n * 5 * 4}, i1 false)" not in body_ir       # no memcpy of the stacked ys
+
+
+def test_dynamic_update_slice_of_a_value_still_needed_is_copied():
+    # the operand of the update is read again afterwards: the update must not clobber it
+    def f(x, u, k):
+        def body(i, c):
+            acc, keep = c
+            updated = lax.dynamic_update_slice(keep, u, (i, np.int32(0)))
+            return acc + keep.sum() + updated.sum(), keep
+        return lax.fori_loop(0, k, body, (np.float32(0), x))
+    x = np.arange(15, dtype=np.float32).reshape(5, 3)
+    assert_cpu_matches_interpreter(f, x, np.full((1, 3), 100, np.float32), np.array(4, np.int32))
+
+
+def test_swapped_state_goes_through_copies():
+    def f(a, b, n):
+        return lax.fori_loop(0, n, lambda i, c: (-c[1], c[0] * np.float32(2)), (a, b))
+    assert_cpu_matches_interpreter(f, X, X + 100, np.array(5, np.int32))
+
+
+def test_nested_scans_update_in_place():
+    def f(xs):
+        def outer(c, row):
+            inner_c, ys = lax.scan(lambda c, x: (c + x, c * x), c, row)
+            return inner_c, ys
+        return lax.scan(outer, np.float32(1), xs)
+    xs = np.random.default_rng(1).standard_normal((6, 9)).astype(np.float32)
+    assert_cpu_matches_interpreter(f, xs)
+    program = _program(f, xs)
+    assert len(program.loop_copy_bytes) == 2
+    assert max(program.loop_copy_bytes.values()) <= 8      # counters and scalar carries only
