@@ -1,6 +1,8 @@
 """The ISA table and its 128-bit encoding."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -127,3 +129,16 @@ def test_markdown_layouts_come_from_the_table():
         assert f"### {op.name} (opcode {op.code}, {op.unit} unit)" in text
         assert isa.layout_table(op) in text
     assert "| 16..47 | `host` |" in isa.layout_table(isa.OPCODES["DMA_LOAD"])
+
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "systolic-isa.md"
+
+
+def test_the_isa_doc_matches_the_table():
+    text = DOC.read_text()
+    for op in isa.OPCODES.values():
+        assert isa.layout_table(op) in text, f"docs/systolic-isa.md: {op.name}'s table is stale"
+        assert op.example in text
+    ins = make("MATMUL", ub=3, acc=5, rows=7, mode="accumulate", swap=1, pop="dma", push="vector")
+    assert isa.encode(ins).hex(" ") in text
+    assert hex(int.from_bytes(isa.encode(ins), "little")) in text
