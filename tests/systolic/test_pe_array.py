@@ -121,3 +121,36 @@ def test_bad_programs_are_refused():
         PeArray(2, 2).run([PeMatmul(np.ones((1, 2)), np.ones((2, 3)))])
     with pytest.raises(ValueError, match="positive integers"):
         PeArray(0, 2)
+
+
+def _tiled_gemm(x, w, rows, cols):
+    """(M x K) @ (K x N) as the machine runs it: per N tile, per K tile, swap the tile in
+    and stream all M rows (K tiles add up in the accumulators)."""
+    ops, blocks = [], []
+    for n0 in range(0, w.shape[1], cols):
+        for k0 in range(0, w.shape[0], rows):
+            ops.append(PeMatmul(x[:, k0:k0 + rows], w[k0:k0 + rows, n0:n0 + cols]))
+            blocks.append((n0, k0))
+    return ops, blocks
+
+
+def test_pe_cycles_equal_timing_contract_on_random_tiled_gemms():
+    rng = np.random.default_rng(11)
+    for case in range(200):
+        rows, cols = _dims(rng, case)
+        m = int(rng.integers(1, 13))
+        k = int(rng.integers(1, 2 * rows + 1))
+        n = int(rng.integers(1, 2 * cols + 1))
+        x = rng.standard_normal((m, k)).astype(np.float32)
+        w = rng.standard_normal((k, n)).astype(np.float32)
+        ops, blocks = _tiled_gemm(x, w, rows, cols)
+        result = PeArray(rows, cols).run(ops)
+        expected = _contract(rows, cols, ops)
+        assert result.ends == [t.end for t in expected], (rows, cols, m, k, n)
+        # Accumulate the K tiles like the accumulators do (fp32), compare with NumPy.
+        y = np.zeros((m, n), np.float32)
+        for (n0, _), out in zip(blocks, result.outputs):
+            y[:, n0:n0 + out.shape[1]] += out
+        xb, wb = dtypes.round_to_bf16(x).astype(np.float64), dtypes.round_to_bf16(w).astype(np.float64)
+        bound = 4 * k * np.finfo(np.float32).eps * (np.abs(xb) @ np.abs(wb)) + 1e-30
+        assert np.all(np.abs(y - xb @ wb) <= bound), (rows, cols, m, k, n)
