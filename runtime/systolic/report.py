@@ -74,8 +74,11 @@ def _micros(cycles: int, clock_hz: float) -> float:
     return cycles * 1e6 / clock_hz
 
 
-def chrome_trace(result: TimingResult) -> dict:
-    """The timeline as a Trace Event Format object (json.dump it, or use write_chrome_trace)."""
+def chrome_trace(result: TimingResult, labels=None) -> dict:
+    """The timeline as a Trace Event Format object (json.dump it, or use write_chrome_trace).
+
+    `labels`: optional, one string per instruction (e.g. the HLO op it implements), shown
+    as the event's `op` argument."""
     clock = result.config.clock_hz
     events = [{"name": "process_name", "ph": "M", "pid": 0, "tid": 0,
                "args": {"name": PROCESS_NAME}}]
@@ -89,6 +92,8 @@ def chrome_trace(result: TimingResult) -> dict:
         args = {"instruction": e.index, "start_cycle": e.start, "end_cycle": e.end}
         if e.name != "SHIFT":
             args["text"] = str(result.program[e.index])
+        if labels is not None and labels[e.index]:
+            args["op"] = labels[e.index]
         if e.stall:
             args["stall_cycles"], args["stall_reason"] = e.stall, e.reason
         if e.macs:
@@ -101,9 +106,9 @@ def chrome_trace(result: TimingResult) -> dict:
                           "mxu_utilization": result.mxu_utilization}}
 
 
-def write_chrome_trace(result: TimingResult, path) -> None:
+def write_chrome_trace(result: TimingResult, path, labels=None) -> None:
     with open(path, "w") as f:
-        json.dump(chrome_trace(result), f)
+        json.dump(chrome_trace(result, labels), f)
 
 
 # ----------------------------------------------------------------------------- utilization

@@ -155,3 +155,8 @@ def compute_cycles(layer: ConvLayer, rows: int, cols: int, dataflow: str = "ws")
 def network_cycles(layers, rows: int, cols: int, dataflow: str = "ws") -> list[ScaleSimResult]:
     """Each layer costed on its own, as SCALE-Sim reports them (one row per layer)."""
     return [compute_cycles(layer, rows, cols, dataflow) for layer in layers]
+
+
+def config_cycles(layer: ConvLayer, config) -> ScaleSimResult:
+    """`compute_cycles` on a `SystolicConfig`'s array, with its `dataflow` (ws/os/is)."""
+    return compute_cycles(layer, config.rows, config.cols, config.dataflow)

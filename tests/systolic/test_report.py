@@ -66,6 +66,9 @@ def test_chrome_trace_is_loadable_trace_event_format(result, tmp_path):
     assert matmul["args"]["stall_reason"] == "token from dma"
     assert matmul["args"]["text"].startswith("MATMUL ub=16")
     assert trace["otherData"]["total_cycles"] == 72
+    labels = [f"op{i}" for i in range(len(result.program))]
+    labelled = report.chrome_trace(result, labels)["traceEvents"]
+    assert next(e for e in labelled if e.get("name") == "MATMUL")["args"]["op"] == "op6"
 
 
 def test_utilization_timeline_averages_to_the_utilization(result):

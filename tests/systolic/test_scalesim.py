@@ -85,3 +85,11 @@ def test_network_and_bad_input():
         ConvLayer(4, 4, 3, 3, 0, 1)
     with pytest.raises(ValueError, match="positive integers"):
         compute_cycles(ALEXNET_CONV1, 0, 32)
+
+
+def test_config_selects_array_and_dataflow():
+    from tessel.runtime.systolic.config import SystolicConfig
+    from tessel.runtime.systolic.scalesim import config_cycles
+    assert config_cycles(ALEXNET_CONV1, SystolicConfig(rows=32, cols=32)).total_cycles == 112283
+    os_cfg = SystolicConfig(rows=32, cols=32, dataflow="os")
+    assert config_cycles(ALEXNET_CONV1, os_cfg).total_cycles == 121124
