@@ -153,35 +153,18 @@ class PeArray:
             latest = max(max(op.ready, op.weights_ready) for op in ops)
             max_cycles = latest + sum(np.shape(op.inputs)[0] + 3 * (self.rows + self.cols)
                                       for op in ops)
-        R, C = self.rows, self.cols
+        C = self.cols
         inputs = [self._operand(op.inputs) for op in ops]
         k_of = [x.shape[1] for x in inputs]
-        n_of = []
-        tiles, tile_ready, tile_of_op = [], [], []
-        for op in ops:
-            if op.weights is not None:
-                padded = np.zeros((R, C), np.float32)
-                w = self._operand(op.weights)
-                padded[:w.shape[0], :w.shape[1]] = w
-                tile_of_op.append(len(tiles))
-                tiles.append(padded)
-                tile_ready.append(op.weights_ready)
-                n_of.append(w.shape[1])
-            else:
-                tile_of_op.append(None)
-                n_of.append(n_of[-1])
+        tiles, tile_ready, tile_of_op, n_of = self._tiles(ops)
         swaps = np.array([t is not None for t in tile_of_op])
         outputs = [np.zeros((x.shape[0], n), np.float32) for x, n in zip(inputs, n_of)]
         remaining = [x.shape[0] * n for x, n in zip(inputs, n_of)]
         starts, ends, shift_starts = [None] * len(ops), [None] * len(ops), []
-
-        st = _State(*(np.zeros((R, C), np.float32) for _ in range(3)),
-                    np.full((R, C), NO_OP), np.zeros((R, C), int),
-                    np.zeros((R, C), np.float32), np.full((R, C), NO_OP), np.zeros((R, C), int),
-                    np.full(C, NO_OP), np.zeros(C, int), np.zeros(C, int))
+        st = self._empty_state()
         feed: dict[int, tuple[int, int]] = {}   # cycle -> (op, t) entering array row 0
         next_op, port_free, next_tile = 0, 0, 0
-        rows_idx, cols_idx = np.arange(R), np.arange(C)
+        cols_idx = np.arange(C)
         cycle = 0
         while any(e is None for e in ends):
             if cycle >= max_cycles:
@@ -219,11 +202,38 @@ class PeArray:
                                  st.x_op.copy(), st.x_t.copy(), st.psum.copy(), leaving,
                                  started, shift_started))
             # 5. weights shift down (end of cycle); 6. operands move.
-            self._shift_weights(st, tiles, cycle, rows_idx, cols_idx)
+            self._shift_weights(st, tiles, cycle, cols_idx)
             self._move(st)
             cycle += 1
         assert all(r == 0 for r in remaining), "some results never left the array"
         return PeRunResult(outputs, starts, ends, shift_starts, max(ends))
+
+    def _tiles(self, ops):
+        """Each swapping MATMUL's tile, rounded and zero-padded to R x C, in FIFO order;
+        when it is available; which tile each MATMUL swaps in (None: reuses); its N."""
+        tiles, tile_ready, tile_of_op, n_of = [], [], [], []
+        for op in ops:
+            if op.weights is None:
+                tile_of_op.append(None)
+                n_of.append(n_of[-1])
+                continue
+            w = self._operand(op.weights)
+            padded = np.zeros((self.rows, self.cols), np.float32)
+            padded[:w.shape[0], :w.shape[1]] = w
+            tile_of_op.append(len(tiles))
+            tiles.append(padded)
+            tile_ready.append(op.weights_ready)
+            n_of.append(w.shape[1])
+        return tiles, tile_ready, tile_of_op, n_of
+
+    def _empty_state(self) -> _State:
+        R, C = self.rows, self.cols
+        weights = lambda: np.zeros((R, C), np.float32)   # noqa: E731
+        return _State(active=weights(), shadow=weights(), x=weights(),
+                      x_op=np.full((R, C), NO_OP), x_t=np.zeros((R, C), int),
+                      psum=weights(), p_op=np.full((R, C), NO_OP), p_t=np.zeros((R, C), int),
+                      col_tile=np.full(C, NO_OP), col_shifted=np.zeros(C, int),
+                      col_swapped=np.zeros(C, int))
 
     def _may_start(self, st: _State, op: PeMatmul, tile, cycle: int, port_free: int) -> bool:
         if cycle < port_free or cycle < op.ready:
@@ -280,7 +290,7 @@ class PeArray:
         return [(int(st.x_op[R - 1, c]), int(st.x_t[R - 1, c]), int(c), float(st.psum[R - 1, c]))
                 for c in bottom]
 
-    def _shift_weights(self, st: _State, tiles, cycle: int, rows_idx, cols_idx) -> None:
+    def _shift_weights(self, st: _State, tiles, cycle: int, cols_idx) -> None:
         R = self.rows
         for shift in list(st.shifts):
             step = cycle - shift.start - cols_idx           # row step of each column
