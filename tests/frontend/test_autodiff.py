@@ -81,6 +81,15 @@ def test_vjp_of_a_vector_function_eager_and_traced():
     np.testing.assert_allclose(traced(x, y, np.arange(4.0)), y * np.arange(4.0))
 
 
+def test_vjp_with_aux():
+    x = rng.standard_normal(3)
+    out, vjp_fn, aux = tessel.vjp(lambda a: (tnp.exp(a), {"n": tnp.sum(a)}), x, has_aux=True)
+    np.testing.assert_allclose(out, np.exp(x))
+    np.testing.assert_allclose(aux["n"], x.sum())
+    (g,) = vjp_fn(np.ones(3))
+    np.testing.assert_allclose(g, np.exp(x))
+
+
 def test_grad_inside_jit_equals_grad_outside():
     w, x = rng.standard_normal((3, 3)), rng.standard_normal((5, 3))
 

@@ -128,3 +128,39 @@ def test_mlp_training_matches_a_hand_written_numpy_backward_over_20_steps(backen
     for k in reference:
         np.testing.assert_allclose(params[k], reference[k], rtol=1e-9, atol=1e-12, err_msg=k)
     assert losses[-1] < 0.5 * losses[0]
+
+
+def lstm_scan_loss(params, xs, h, c, w_h, w_c):
+    """The same LSTM as a tessel.lax.scan (one traced step, a reversed loop in the VJP)."""
+    import tessel.numpy as tnp
+
+    def step(carry, x):
+        h, c = carry
+        z = x @ params["wx"] + h @ params["wh"] + params["b"]
+        i, f, g, o = tnp.split(z, 4, axis=-1)
+        c = tessel.nn.sigmoid(f) * c + tessel.nn.sigmoid(i) * tnp.tanh(g)
+        h = tessel.nn.sigmoid(o) * tnp.tanh(c)
+        return (h, c), h
+    (h, c), hs = tessel.lax.scan(step, (h, c), xs)
+    return tnp.sum(h * w_h) + tnp.sum(c * w_c) + 0.1 * tnp.sum(hs ** 2)
+
+
+def lstm_scan_reference(params, xs, h, c, w_h, w_c):
+    hs = []
+    for t in range(xs.shape[0]):
+        h, c = nm.lstm_run(params, xs[t:t + 1], h, c)
+        hs.append(h)
+    return np.sum(h * w_h) + np.sum(c * w_c) + 0.1 * np.sum(np.array(hs) ** 2)
+
+
+def test_lstm_as_a_scan_gradients_match_finite_differences_and_jit():
+    rng = np.random.default_rng(3)
+    params = nm.lstm_params(rng, n_in=3, n_hidden=4)
+    xs, h, c = rng.standard_normal((6, 2, 3)), rng.standard_normal((2, 4)), rng.standard_normal((2, 4))
+    w_h, w_c = rng.standard_normal((2, 4)), rng.standard_normal((2, 4))
+    args = (params, xs, h, c, w_h, w_c)
+    grads = tessel.grad(lstm_scan_loss, argnums=(0, 1, 2, 3))(*args)
+    assert_grads_match_differences(lambda t: lstm_scan_reference(*t, w_h, w_c), (params, xs, h, c), grads)
+    jitted = tessel.jit(tessel.grad(lstm_scan_loss, argnums=(0, 1, 2, 3)))(*args)
+    for a, b in zip(pytree.flatten(jitted)[0], pytree.flatten(grads)[0]):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)

@@ -214,3 +214,54 @@ def test_gather_gradient_of_an_out_of_range_index_goes_to_the_row_it_read():
                                x[3, 0] + 2 * x[3, 1])
     g = tessel.jit(tessel.grad(f), backend="interpreter")(x, np.int32(9))
     np.testing.assert_allclose(g, [[0, 0], [0, 0], [0, 0], [1, 2]])
+
+
+# ----------------------------------------------------------------------------- ops tessel.numpy never emits
+
+def emit(opcode, operands, attrs=None, shape=None):
+    from tessel.frontend import core
+    return core.current_context().emit(opcode, [core.lift(o) for o in operands], attrs, shape)
+
+
+def add_computation(dt):
+    from tessel.frontend import core
+    return core.current_context().reducer("add", dt)
+
+
+def replace_computation(dt):
+    from tessel.compiler.ir import Builder, Shape
+    from tessel.frontend import core
+    b = Builder(core.current_context().module, "replace")
+    b.parameter(Shape(dt, ()), "old")
+    return b.build(b.parameter(Shape(dt, ()), "new"))
+
+
+def call_of(fn_name, x):
+    """x -> call(sin(p) * p) through a `call` instruction."""
+    from tessel.compiler.ir import Builder
+    from tessel.frontend import core
+    b = Builder(core.current_context().module, fn_name)
+    p = b.parameter(x.aval, "p")
+    comp = b.build(b.emit("multiply", [b.emit("sin", [p]), p]))
+    return emit("call", [x], {"to_apply": comp})
+
+
+SCATTER_DIMS = {"update_window_dims": (1,), "inserted_window_dims": (0,),
+                "scatter_dims_to_operand_dims": (0,), "index_vector_dim": 1}
+
+DIRECT = {
+    "all_reduce_sum": lambda x: emit("all_reduce", [x * x], {"reduction": "sum"}),
+    "all_reduce_mean": lambda x: emit("all_reduce", [tnp.sin(x)], {"reduction": "mean"}),
+    "all_reduce_max": lambda x: emit("all_reduce", [x ** 3], {"reduction": "max"}),
+    "call": lambda x: call_of("sin_times", x) * 2,
+    "scatter_add": lambda x: emit("scatter", [x, np.array([[1], [3], [1]], np.int32), x[:3] ** 2],
+                                  {**SCATTER_DIMS, "to_apply": add_computation(x.tdtype)}),
+    "scatter_replace": lambda x: emit("scatter", [x * 3, np.array([[0], [2]], np.int32), tnp.exp(x[1:3])],
+                                      {**SCATTER_DIMS, "to_apply": replace_computation(x.tdtype)}),
+    "rsqrt": lambda x: emit("rsqrt", [x * x + 1]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DIRECT))
+def test_ops_emitted_directly(name):
+    check_grad(DIRECT[name], r(4, 3))
