@@ -15,6 +15,26 @@ def machine(data: bytes) -> int | None:
     return int.from_bytes(data[18:20], "little" if data[5] == 1 else "big")
 
 
+def relocatable_problem(data: bytes) -> str | None:
+    """Why `data` is not a well-formed 64-bit relocatable ELF object (header fields and
+    the section header table inside the file), or None. Checked before LLVM sees it:
+    LLVM's object reader may abort the process on a malformed file."""
+    if machine(data) is None:
+        return "not an ELF file"
+    if data[4] != 2:
+        return f"ELF class {data[4]} (expected 2, 64-bit)"
+    order = "little" if data[5] == 1 else "big"
+    if len(data) < 64:
+        return f"{len(data)} bytes, shorter than an ELF header"
+    field = lambda offset, size: int.from_bytes(data[offset:offset + size], order)    # noqa: E731
+    if field(16, 2) != 1:
+        return f"ELF type {field(16, 2)} (expected 1, a relocatable object)"
+    shoff, shentsize, shnum = field(40, 8), field(58, 2), field(60, 2)
+    if shentsize != 64 or shoff + shentsize * shnum > len(data):
+        return f"a section header table ({shnum} x {shentsize} bytes at {shoff}) outside the {len(data)}-byte file"
+    return None
+
+
 def machine_name(code: int | None) -> str:
     if code is None:
         return "not an ELF file"

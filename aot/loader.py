@@ -76,10 +76,13 @@ def check_target(manifest: dict, obj: bytes, where: str) -> None:
     if _os(host.triple) == "linux":
         expected = elf.ELF_MACHINES.get(llvm_target.arch(host.triple))
         found = elf.machine(obj)
-        if found != expected:
+        if found is not None and found != expected:
             raise ArtifactTargetError(f"{where}: the object code is for {elf.machine_name(found)}, "
                                       f"this host runs {llvm_target.arch(host.triple)} "
                                       f"(ELF machine {expected}); the manifest says {triple}")
+        problem = elf.relocatable_problem(obj)
+        if problem:
+            raise ArtifactFormatError(f"{where}: the object member is malformed: {problem}")
     required = mf.field(manifest, "target.required_features", list, where)
     have = set(llvm_target.required_features(host))
     missing = sorted(str(f) for f in required if f not in have)

@@ -512,6 +512,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     options = parse_args(argv)
+    os.environ["TESSEL_CACHE_DIR"] = "off"     # cold compiles stay cold (tessel's persistent cache), as jax's
     selected = [w for w in WORKLOADS if options.only is None or w.name in options.only]
     if options.threads:
         return threads_mode(selected, options)

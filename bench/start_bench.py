@@ -1,6 +1,8 @@
 """Time to first result of the GPT-2 block (bench size) in fresh processes:
 
-    jit      import tessel, trace, optimize, compile, run (nothing cached)
+    cold     import tessel, trace, optimize, compile, run: an empty compile cache
+    warm     the same with a warm persistent compile cache (TESSEL_CACHE_DIR): trace
+             and optimize, then the cached object instead of codegen + LLVM
     aot      import tessel.aot, load the artifact exported beforehand, run
 
 Each sample is one new Python process, timed from before its first tessel import to
@@ -64,6 +66,7 @@ def main(argv=None) -> int:
     x, block = workloads.block_inputs(np.random.default_rng(0), **sizes)
     root = tempfile.mkdtemp(prefix="tessel-start-")
     fn = tessel.jit(lambda x, block: workloads.block_xp(np, x, block, sizes["heads"]))
+    os.environ["TESSEL_CACHE_DIR"] = "off"          # the export compiles afresh
     t = time.perf_counter()
     tessel.aot.export(fn, x, block, path=os.path.join(root, "block.tsl"))
     print(f"export (trace + optimize + codegen + object): {time.perf_counter() - t:.2f} s")
@@ -76,23 +79,39 @@ def main(argv=None) -> int:
     Path(root, "n_leaves").write_text(str(len(leaves)))
     Path(root, "spec.json").write_text(json.dumps({"heads": sizes["heads"], "block_skeleton": skeleton}))
     del artifact
-    samples = {"jit": [], "aot": []}
-    for _ in range(args.repeat):
+    warm_cache = os.path.join(root, "warm-cache")
+    if _child(root, "warm", warm_cache) is None:          # fills the cache (not timed)
+        return 1
+    samples = {"cold": [], "warm": [], "aot": []}
+    for k in range(args.repeat):
         for mode in samples:
-            run = subprocess.run([sys.executable, "-c", CHILD, root, mode, str(REPO)], capture_output=True,
-                                 text=True, cwd=root)
-            if run.returncode != 0:
-                print(run.stderr, file=sys.stderr)
+            cache = os.path.join(root, f"cold-cache-{k}") if mode == "cold" else warm_cache
+            seconds = _child(root, mode, cache)
+            if seconds is None:
                 return 1
-            samples[mode].append(json.loads(run.stdout.strip().splitlines()[-1])["seconds"])
-    same = np.array_equal(np.load(os.path.join(root, "out.jit.npy")), np.load(os.path.join(root, "out.aot.npy")))
+            samples[mode].append(seconds)
+    outputs = [np.load(os.path.join(root, f"out.{mode}.npy")) for mode in samples]
+    same = all(np.array_equal(outputs[0], o) for o in outputs[1:])
     print(f"GPT-2 block {sizes}, time to first result in a new process, median of {args.repeat}:")
-    for mode, label in (("jit", "JIT, cold (trace + compile)"), ("aot", "AOT artifact (load + run)")):
-        print(f"  {label:<32} {statistics.median(samples[mode]):8.3f} s   samples "
+    labels = {"cold": "JIT, empty compile cache", "warm": "JIT, warm disk cache", "aot": "AOT artifact (load + run)"}
+    for mode, label in labels.items():
+        print(f"  {label:<28} {statistics.median(samples[mode]):8.3f} s   samples "
               + " ".join(f"{s:.2f}" for s in samples[mode]))
-    print(f"  jit / aot: {statistics.median(samples['jit']) / statistics.median(samples['aot']):.1f}x;"
-          f" outputs identical: {same}; load average {os.getloadavg()[0]:.1f}")
+    aot = statistics.median(samples["aot"])
+    print(f"  cold / aot {statistics.median(samples['cold']) / aot:.1f}x, warm / aot "
+          f"{statistics.median(samples['warm']) / aot:.1f}x; outputs identical: {same}; "
+          f"load average {os.getloadavg()[0]:.1f}")
     return 0
+
+
+def _child(root: str, mode: str, cache: str) -> float | None:
+    env = {**os.environ, "TESSEL_CACHE_DIR": cache}
+    run = subprocess.run([sys.executable, "-c", CHILD, root, mode, str(REPO)], capture_output=True,
+                         text=True, cwd=root, env=env)
+    if run.returncode != 0:
+        print(run.stderr, file=sys.stderr)
+        return None
+    return json.loads(run.stdout.strip().splitlines()[-1])["seconds"]
 
 
 if __name__ == "__main__":

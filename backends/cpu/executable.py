@@ -225,7 +225,9 @@ def _compile(module: Module, threads: int, layout: ObjectLayout | None, cache: D
         compile_log.log(f"{module.name}: disk cache {'hit' if found else 'miss'} {entry_key[:12]} in {cache.root}")
         if found is not None:
             return found
-    program = codegen.compile_program(module, threads=threads)
+    # A cached object must not hold this process's addresses: embed the constants.
+    embed = cache is not None and program_cache.constant_bytes(module) <= program_cache.EMBED_CONSTANTS_LIMIT
+    program = codegen.compile_program(module, threads=threads, self_contained=embed)
     text = program.ir
     if layout is not None:
         text += objects_entry_ir(len(program.arguments), len(program.outputs), layout)

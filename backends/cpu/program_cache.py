@@ -9,8 +9,9 @@ object is linked into the process (llvm_target.LoadedObject) and called as usual
 The key covers everything the object depends on: the optimized module's text, the
 host target (triple, CPU, features), the thread count code generation planned for,
 the Python object layout the objects entry reads, the tessel version and a fingerprint
-of the code generator's sources. Programs whose code holds addresses of this process
-(constant sections referenced by address, custom calls) are not cached.
+of the code generator's sources. With the cache on, constants are embedded in the
+code (up to EMBED_CONSTANTS_LIMIT); programs whose code would hold addresses of this
+process (larger constant sections, custom calls) are not cached.
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ from . import codegen
 from .llvm_target import LoadedObject, TargetInfo
 
 CODEGEN_SOURCES = ("backends/cpu", "compiler")
+# Cached programs embed their constants in the object (JIT code references sections
+# over codegen.CONSTANT_GLOBAL_LIMIT by address); above this size they are not cached.
+EMBED_CONSTANTS_LIMIT = 64 << 20
 _ADDRESS = re.compile(r"inttoptr \(i64 \d{6,} to ptr\)")      # an absolute address in the IR
 _fingerprint: str | None = None
 
@@ -58,11 +62,15 @@ def key(module_text: str, target: TargetInfo, threads: int, layout) -> str:
                                   tessel=__version__, sources=_fingerprint)
 
 
+def constant_bytes(module) -> int:
+    """Bytes of the entry computation's constants (the constant section, about)."""
+    return sum(i.shape.nbytes for i in module.entry.instructions if i.opcode == "constant")
+
+
 def uncacheable(program: codegen.Program, module) -> str | None:
     """Why the compiled code of `program` cannot be reused by another process, or None."""
     if _ADDRESS.search(program.ir):
-        return "its code holds addresses of this process (a constant section over "\
-               f"{codegen.CONSTANT_GLOBAL_LIMIT // 1024} KiB)"
+        return f"its code holds addresses of this process (constants over {EMBED_CONSTANTS_LIMIT >> 20} MiB)"
     if any(i.opcode == "custom_call" for c in module.reachable_computations() for i in c.instructions):
         return "it has custom calls"
     return None

@@ -200,3 +200,22 @@ def test_writing_is_atomic(artifact, tmp_path, monkeypatch):
         archive.write(target, {"manifest.json": b"{}", "x": Broken()})
     assert target.read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.tsl"]
+
+
+@pytest.mark.parametrize("damage", ["garbage", "cut", "shared-object"])
+def test_a_malformed_object_with_matching_hashes_never_reaches_llvm(artifact, tmp_path, nothing_loads, damage):
+    """Hashes rewritten to match (as a forger would): the object is still checked before
+    LLVM reads it, since LLVM's object reader may abort the process."""
+    members = members_of(artifact)
+    manifest = json.loads(members["manifest.json"])
+    name = manifest["files"]["object"]
+    obj = members[name]
+    bad = {"garbage": b"\x7fELF\x02\x01\x01" + bytes(11) + obj[18:20] + bytes(200),
+           "cut": obj[:200],
+           "shared-object": obj[:16] + (3).to_bytes(2, "little") + obj[18:]}[damage]
+    members[name] = bad
+    manifest["members"][name] = {"sha256": archive.sha256(bad), "size": len(bad)}
+    members["manifest.json"] = json.dumps(manifest).encode()
+    archive.write(tmp_path / "forged.tsl", members)
+    with pytest.raises(aot.ArtifactFormatError, match="object member is malformed"):
+        aot.load(tmp_path / "forged.tsl")

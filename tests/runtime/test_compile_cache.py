@@ -112,12 +112,19 @@ def test_a_corrupt_entry_is_discarded_with_a_warning_and_recompiled(cache_dir, d
     assert isinstance(native_of(tessel.jit(layer), X, W), llvm_target.LoadedObject)   # ... and stored again
 
 
-def test_programs_holding_process_addresses_are_not_cached(cache_dir, monkeypatch, capsys):
+def test_large_constants_are_embedded_up_to_a_limit(cache_dir, monkeypatch, capsys):
+    """JIT code references constant sections over 256 KiB by address; cached code
+    embeds them (up to EMBED_CONSTANTS_LIMIT), and above that is not cached."""
     monkeypatch.setenv("TESSEL_LOG_COMPILES", "1")
-    big = np.arange(70_000, dtype=np.float32)                     # 280 KB: a constant section by address
-    f = tessel.jit(lambda x: x + big)
-    np.testing.assert_array_equal(f(np.ones(70_000, np.float32)), big + 1)
-    assert entries(cache_dir) == []
+    big = np.arange(70_000, dtype=np.float32)                     # 280 KB of constants
+    np.testing.assert_array_equal(tessel.jit(lambda x: x + big)(np.ones(70_000, np.float32)), big + 1)
+    assert len(entries(cache_dir)) == 1
+    again = tessel.jit(lambda x: x + big)
+    assert isinstance(native_of(again, np.ones(70_000, np.float32)), llvm_target.LoadedObject)
+    np.testing.assert_array_equal(again(np.full(70_000, 2, np.float32)), big + 2)
+    monkeypatch.setattr(program_cache, "EMBED_CONSTANTS_LIMIT", 100_000)
+    np.testing.assert_array_equal(tessel.jit(lambda x: x - big)(np.ones(70_000, np.float32)), 1 - big)
+    assert len(entries(cache_dir)) == 1
     assert "not cached: its code holds addresses of this process" in capsys.readouterr().err
 
 
