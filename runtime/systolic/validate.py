@@ -22,6 +22,7 @@ functional simulator (program order) and the timing model (concurrent units) agr
 """
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
@@ -87,7 +88,7 @@ def validate_binary(blob: bytes, config: SystolicConfig, host_bytes: int | None 
 def check(program: Sequence[Instruction], config: SystolicConfig,
           host_bytes: int | None = None, races: bool = True) -> list[Problem]:
     host_bytes = config.host_bytes if host_bytes is None else host_bytes
-    state = _State(config, host_bytes, races)
+    state = _State(config, host_bytes, races, len(program))
     if config.dataflow != "ws":
         state.problems.append(Problem(-1, "", f"config.dataflow={config.dataflow!r}: programs "
                                       "run on the weight-stationary machine (dataflow='ws'); "
@@ -223,7 +224,7 @@ assert set(OPERAND_RULES) == set(isa.OPCODES)
 class _State:
     """Walks the program in order: memory bounds, weight FIFO, tokens, races."""
 
-    def __init__(self, config: SystolicConfig, host_bytes: int, races: bool):
+    def __init__(self, config: SystolicConfig, host_bytes: int, races: bool, length: int):
         self.config, self.host_bytes = config, host_bytes
         self.problems: list[Problem] = []
         self.fifo: deque[int] = deque()           # indices of LOAD_Ws waiting in the FIFO
@@ -232,7 +233,7 @@ class _State:
         self.tokens = {(s, d): deque() for s in UNITS for d in UNITS if s != d}
         self.halted_at: int | None = None
         self.sizes = {"ub": config.ub_rows, "acc": config.acc_rows, "host": host_bytes}
-        self.races = _RaceChecker(config) if races else None
+        self.races = _RaceChecker(config, length) if races else None
 
     def report(self, index, ins, message):
         self.problems.append(Problem(index, str(ins), message))
@@ -334,20 +335,23 @@ class _RaceChecker:
     pop, LOAD_W -> the MATMUL that swaps its tile in, and SYNC barriers. Shadow memory
     keeps, per UB / accumulator row, the last writer and each unit's last reader (checking
     those suffices: earlier accesses were checked against them); host memory keeps the
-    stores and the host weight reads (only the dma and weight units touch the host)."""
+    stores and the host weight reads (only the dma and weight units touch the host), in
+    unit order, so only those not yet ordered before the checker are scanned."""
 
-    def __init__(self, config: SystolicConfig):
+    def __init__(self, config: SystolicConfig, length: int):
         self.unit_index = {u: i for i, u in enumerate(UNITS)}
-        self.clock_of: dict[int, np.ndarray] = {}       # instruction index -> vector clock
-        self.seq_of: dict[int, tuple[int, int]] = {}    # index -> (unit index, seq)
+        # per instruction: its unit and its sequence number on that unit. Index -1 (no
+        # access yet) reads the extra last slot: unit 0, seq 0, ordered before everything.
+        self.unit_of = np.zeros(length + 1, np.int64)
+        self.seq_of = np.zeros(length + 1, np.int64)
+        self.clock_of: dict[int, np.ndarray] = {}
         self.unit_clock = [np.zeros(len(UNITS), np.int64) for _ in UNITS]
         self.barrier = np.zeros(len(UNITS), np.int64)
         self.joined = np.zeros(len(UNITS), np.int64)    # join of every clock so far
         rows = {"ub": config.ub_rows, "acc": config.acc_rows}
         self.last_write = {s: np.full(n, -1, np.int64) for s, n in rows.items()}
         self.last_read = {s: np.full((len(UNITS), n), -1, np.int64) for s, n in rows.items()}
-        self.host_writes: list[tuple[int, Access]] = []    # (index, access) of DMA_STOREs
-        self.host_reads: list[tuple[int, Access]] = []     # (index, access) of LOAD_W host
+        self.host = {True: [], False: []}     # write? -> [(seq, index, access)] in unit order
 
     def step(self, index, ins, accesses, pops, fifo_source) -> list[str]:
         if ins.unit == isa.CONTROL:
@@ -361,7 +365,7 @@ class _RaceChecker:
         clock[u] += 1
         self.unit_clock[u] = clock
         self.clock_of[index] = clock
-        self.seq_of[index] = (u, int(clock[u]))
+        self.unit_of[index], self.seq_of[index] = u, clock[u]
         self.joined = np.maximum(self.joined, clock)
         messages = []
         for access in accesses:
@@ -370,11 +374,15 @@ class _RaceChecker:
             self._record(index, u, access)
         return messages
 
-    def _ordered(self, earlier: int, clock) -> bool:
-        unit, seq = self.seq_of[earlier]
-        return clock[unit] >= seq
+    def _unordered(self, earlier: np.ndarray, u: int, clock) -> np.ndarray:
+        """The instructions among `earlier` (indices, -1 = none) of other units that are
+        not ordered before an instruction of unit u with this clock."""
+        units, seqs = self.unit_of[earlier], self.seq_of[earlier]
+        return np.unique(earlier[(units != u) & (clock[units] < seqs)])
 
-    def _rows(self, access: Access, size: int) -> np.ndarray:
+    def _rows(self, access: Access, size: int):
+        if access.stride == 1:
+            return slice(access.start, min(access.start + access.count, size))
         rows = access.start + access.stride * np.arange(access.count)
         return rows[rows < size]
 
@@ -382,35 +390,31 @@ class _RaceChecker:
         if access.space == "host":
             return self._check_host(u, clock, access)
         rows = self._rows(access, len(self.last_write[access.space]))
-        conflicts = [(w, "wrote") for w in np.unique(self.last_write[access.space][rows])]
+        conflicts = [(w, "wrote") for w in
+                     self._unordered(self.last_write[access.space][rows], u, clock)]
         if access.write:
-            for other in range(len(UNITS)):
-                if other != u:
-                    readers = np.unique(self.last_read[access.space][other, rows])
-                    conflicts += [(r, "read") for r in readers]
-        messages = []
-        for other, how in conflicts:
-            other = int(other)
-            if other >= 0 and self.seq_of[other][0] != u and not self._ordered(other, clock):
-                messages.append(_race_message(access, how, other, self.seq_of[other][0]))
-        return messages
+            readers = self.last_read[access.space][:, rows]
+            conflicts += [(r, "read") for r in self._unordered(readers.ravel(), u, clock)]
+        return [_race_message(access, how, int(other), UNITS[self.unit_of[other]])
+                for other, how in conflicts]
 
     def _check_host(self, u, clock, access) -> list[str]:
-        against = self.host_reads if access.write else self.host_writes
-        messages = []
-        for other, region in against:
-            if self.seq_of[other][0] != u and not self._ordered(other, clock) \
-                    and regions_overlap(access, region):
-                how = "read" if access.write else "wrote"
-                messages.append(_race_message(access, how, other, self.seq_of[other][0]))
-        return messages
+        against = self.host[not access.write]
+        if not against:
+            return []
+        other_unit = self.unit_of[against[0][1]]
+        if other_unit == u:
+            return []
+        # entries are in their unit's order: skip those already ordered before this one
+        first = bisect.bisect_right([seq for seq, _, _ in against], clock[other_unit])
+        how = "read" if access.write else "wrote"
+        return [_race_message(access, how, other, UNITS[other_unit])
+                for _, other, region in against[first:] if regions_overlap(access, region)]
 
     def _record(self, index, u, access: Access):
         if access.space == "host":
-            if access.write:
-                self.host_writes.append((index, access))
-            elif UNITS[u] == "weight":
-                self.host_reads.append((index, access))
+            if access.write or UNITS[u] == "weight":
+                self.host[access.write].append((int(self.seq_of[index]), index, access))
             return
         rows = self._rows(access, len(self.last_write[access.space]))
         if access.write:
@@ -419,13 +423,13 @@ class _RaceChecker:
             self.last_read[access.space][u, rows] = index
 
 
-def _race_message(access: Access, how: str, other: int, other_unit: int) -> str:
+def _race_message(access: Access, how: str, other: int, other_unit: str) -> str:
     what = {"ub": "UB rows", "acc": "accumulator rows", "host": "host bytes"}[access.space]
     lo, hi = access.extent
     verb = "writes" if access.write else "reads"
     return (f"race: {verb} {what} in [{lo}, {hi}) that instruction {other} "
-            f"({UNITS[other_unit]} unit) {how}, with no token, FIFO or SYNC ordering them "
-            f"(push a token from {UNITS[other_unit]} and pop it here)")
+            f"({other_unit} unit) {how}, with no token, FIFO or SYNC ordering them "
+            f"(push a token from {other_unit} and pop it here)")
 
 
 def regions_overlap(a: Access, b: Access) -> bool:
