@@ -153,3 +153,24 @@ def test_bf16_arguments_and_results(tmp_path):
     for got, want in zip(artifact(x, y), compiled(x, y)):
         assert got.dtype == np.float32
         np.testing.assert_array_equal(got, want)
+
+
+def test_keyword_arguments_and_calls_from_several_threads(tmp_path):
+    """Dynamic keyword arguments keep their names; threads calling one artifact at
+    once each use their own scratch."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def f(x, *, shift):
+        return np.tanh(x @ x.T + shift).sum(axis=1)
+
+    xs = [np.random.default_rng(k).standard_normal((40, 24)).astype(np.float32) for k in range(8)]
+    shift = np.float32(0.25)
+    compiled = tessel.jit(f).lower(xs[0], shift=shift).compile()
+    artifact = tessel.aot.load(tessel.aot.save(compiled, str(tmp_path / "kw.tsl")))
+    assert artifact.in_avals[-1]["shift"].dims == ()
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda x: artifact(x, shift=shift), xs * 4))
+    for x, value in zip(xs * 4, got):
+        np.testing.assert_array_equal(value, compiled(x, shift=shift))
+    with pytest.raises(TypeError, match="missing keys \\['shift'\\]"):
+        artifact(xs[0])
