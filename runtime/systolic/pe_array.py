@@ -30,7 +30,8 @@ from typing import Callable
 
 import numpy as np
 
-from ...compiler import dtypes
+from .config import ROUNDINGS
+from .functional import round_bf16
 
 NO_OP = -1
 
@@ -112,11 +113,13 @@ class PeArray:
     """An R x C weight-stationary array simulated PE by PE, cycle by cycle."""
 
     def __init__(self, rows: int, cols: int, *, multiply: str = "bf16",
-                 rounding: str = "nearest") -> None:
+                 rounding: str = "nearest_even") -> None:
         if not (isinstance(rows, int) and isinstance(cols, int) and rows >= 1 and cols >= 1):
             raise ValueError(f"array dimensions must be positive integers, got {rows}x{cols}")
         if multiply not in ("bf16", "f32"):
             raise ValueError(f"multiply dtype must be 'bf16' or 'f32', got {multiply!r}")
+        if rounding not in ROUNDINGS:
+            raise ValueError(f"bf16 rounding must be one of {', '.join(ROUNDINGS)}, got {rounding!r}")
         self.rows, self.cols = rows, cols
         self.multiply, self.rounding = multiply, rounding
 
@@ -124,7 +127,7 @@ class PeArray:
     def _operand(self, values) -> np.ndarray:
         values = np.asarray(values, np.float32)
         if self.multiply == "bf16":
-            return dtypes.round_to_bf16(values, self.rounding)
+            return round_bf16(values, self.rounding)
         return values
 
     def _check_ops(self, ops) -> None:
@@ -315,7 +318,7 @@ class PeArray:
 
 
 def reference_outputs(ops: list[PeMatmul], multiply: str = "bf16",
-                      rounding: str = "nearest") -> list[np.ndarray]:
+                      rounding: str = "nearest_even") -> list[np.ndarray]:
     """NumPy reference: bf16-rounded operands, fp32 sums accumulated over k in order
     (the order partial sums flow down a column), so results match the array exactly."""
     results, weights = [], None
@@ -325,7 +328,7 @@ def reference_outputs(ops: list[PeMatmul], multiply: str = "bf16",
         x = np.asarray(op.inputs, np.float32)
         w = weights
         if multiply == "bf16":
-            x, w = dtypes.round_to_bf16(x, rounding), dtypes.round_to_bf16(w, rounding)
+            x, w = round_bf16(x, rounding), round_bf16(w, rounding)
         acc = np.zeros((x.shape[0], w.shape[1]), np.float32)
         for k in range(x.shape[1]):
             acc = (acc + x[:, k, None] * w[None, k, :]).astype(np.float32)

@@ -121,6 +121,8 @@ def test_bad_programs_are_refused():
         PeArray(2, 2).run([PeMatmul(np.ones((1, 2)), np.ones((2, 3)))])
     with pytest.raises(ValueError, match="positive integers"):
         PeArray(0, 2)
+    with pytest.raises(ValueError, match="rounding must be one of nearest_even, truncate"):
+        PeArray(2, 2, rounding="nearest")
 
 
 def _tiled_gemm(x, w, rows, cols):

@@ -257,3 +257,18 @@ def test_1024_gemm_on_128_array_over_90_percent_with_weight_loads_hidden():
     last_matmul_end = first.start + 64 * 1024 + 128 + 128 - 2
     assert matmuls[-1].end == last_matmul_end
     assert result.total_cycles == last_matmul_end + 1024 + 500 + 2048
+
+
+def test_timing_modules_do_not_import_the_compiler():
+    # runtime/systolic runs compiled programs without the compiler or the frontend.
+    import subprocess
+    import sys
+    code = ("import sys\n"
+            "import tessel.runtime.systolic.pe_array, tessel.runtime.systolic.timing\n"
+            "import tessel.runtime.systolic.report, tessel.runtime.systolic.scalesim\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('tessel.compiler', "
+            "'tessel.frontend'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
