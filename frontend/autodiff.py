@@ -90,7 +90,6 @@ def instantiate(ct, shape) -> Value:
 # ----------------------------------------------------------------------------- linearizing
 
 FORWARD_RULES: dict[str, Callable] = {}   # opcode -> rule(lin, instr, values, active) -> (value, residual)
-INLINED = ("parameter", "tuple", "get_tuple_element", "call", "fusion")   # structural, handled here
 
 
 def forward_rule(opcode: str):
@@ -518,12 +517,15 @@ def vjp(fun: Callable, *primals, has_aux: bool = False):
     backward eagerly (one interpreter program each)."""
     if core.current_context() is not None:
         return _vjp_traced(fun, primals, has_aux)
-    results = core.run_eagerly(lambda *p: _vjp_traced(fun, p, has_aux)[::2] if has_aux
-                               else _vjp_traced(fun, p, has_aux)[0], primals, {})
+
+    def forward(*p):
+        out, _, *aux = _vjp_traced(fun, p, has_aux)
+        return (out, aux[0]) if has_aux else out
 
     def eager_vjp_fn(ct):
         return core.run_eagerly(lambda *p: _vjp_traced(fun, p, has_aux)[1](ct), primals, {})
 
+    results = core.run_eagerly(forward, primals, {})
     if has_aux:
         return results[0], eager_vjp_fn, results[1]
     return results, eager_vjp_fn

@@ -710,18 +710,13 @@ def _reduce(ct, eqn):
                              f"sum, max, min and prod reductions do")
 
 
-def _window_attrs(a, rank):
-    window, strides, padding, base, wdil = ops.window_params(a, rank)
-    return window, strides, padding, base, wdil
-
-
 @vjp("reduce_window")
 def _reduce_window(ct, eqn):
     if len(eqn.operands) != 2:
         raise not_differentiable("a variadic reduce_window has no VJP")
     x, _ = eqn.operands
     kind = computation_kind(eqn.attrs["to_apply"])
-    window, strides, padding, base, wdil = _window_attrs(eqn.attrs, x.aval.rank)
+    window, strides, padding, base, wdil = ops.window_params(eqn.attrs, x.aval.rank)
     if kind == "add":
         return [_window_sum_ct(ct, x, window, strides, padding, base, wdil), None]
     if kind in ("maximum", "minimum"):

@@ -259,6 +259,9 @@ DIRECT = {
     "scatter_replace": lambda x: emit("scatter", [x * 3, np.array([[0], [2]], np.int32), tnp.exp(x[1:3])],
                                       {**SCATTER_DIMS, "to_apply": replace_computation(x.tdtype)}),
     "rsqrt": lambda x: emit("rsqrt", [x * x + 1]),
+    "pad_negative_interior_and_traced_value": lambda x: emit(
+        "pad", [x, x[0, 0] * 2], {"edge_padding_low": (-1, 2), "edge_padding_high": (2, -1),
+                                  "interior_padding": (1, 2)}),
 }
 
 
