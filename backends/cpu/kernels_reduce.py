@@ -5,7 +5,12 @@ dims F and reduces the same dims R (compiler/passes/reduction_fusion.py); the ot
 dims K are kept, and each combination of kept indices is a *row*. Per row:
 
     phase 1   one pass over the row's reduced elements: the fused producers of the
-              reduce inputs, computed at each element, accumulated by the reducer
+              reduce inputs, computed at each element, accumulated by the reducer.
+              A fusion may hold several *levels* of reduces: a reduce whose inputs
+              read another reduce's row results (softmax: sum(exp(x - max(x))); layer
+              norm: sum((x - mean)^2)) is a level above it, and each level is one
+              more pass over the row with the levels below bound -- the row is read
+              from memory once and again from cache (compiler/passes/reduction_fusion.py)
     phase 2   row outputs (results shaped like the kept dims: the reduces, and the
               row epilogue on them, e.g. mean = sum / n): evaluated once per row
     phase 3   full outputs (shaped like F: the normalize step, e.g. x / sum(x)): a
@@ -169,6 +174,8 @@ class ReduceKernel:
         self.kc, self.comp, self.space, self.reduces, self.outs = kc, comp, space, reduces, outs
         self.params = sorted(comp.parameters, key=lambda p: p.attrs["index"])
         self.identities = [reducer_identity(r) for r in reduces]
+        self.levels = reduce_levels(reduces)
+        self.cache_level: dict = {}
         self.work = computed(comp)
         self.width = vector_width(kc.target, self.work + self.params)
         self.cost = element_cost(self.work)
@@ -205,7 +212,8 @@ class ReduceKernel:
     def _form(self):
         space = self.space
         kept_sizes = space.sizes(space.kept)
-        per_row = math.prod(space.sizes(space.reduced)) * self.cost * (2 if self._has_full() else 1)
+        passes = len(self.levels) + (1 if self._has_full() else 0)
+        per_row = math.prod(space.sizes(space.reduced)) * self.cost * passes
         if self.mode == "column":
             tile = self._column_tile()
             tiles = -(-kept_sizes[-1] // tile)
@@ -243,8 +251,11 @@ class ReduceKernel:
         n = len(reduce.operands) // 2
         return reduce.operands[:n], reduce.operands[n:]
 
-    def _init_values(self, ev: Evaluator) -> list[list]:
-        return [[ev.value(init, ()) for init in self._inputs(r)[1]] for r in self.reduces]
+    def _init_values(self, ev: Evaluator, reduces=None) -> list[list]:
+        return [[ev.value(init, ()) for init in self._inputs(r)[1]] for r in reduces or self.reduces]
+
+    def _identity(self, reduce):
+        return self.identities[self.reduces.index(reduce)]
 
     # ------------------------------------------------------------ row mode
 
@@ -273,20 +284,22 @@ class ReduceKernel:
     def _row(self, b, leaves, outs, kept_index, dry=False, cache_slots=()):
         space, lanes = self.space, self.lanes
         cache_leaves = self._cache_leaves(cache_slots)
-        scalar = self._evaluator(b, 1, leaves, dry=dry)
-        inits = self._init_values(scalar)
-        if lanes == 1:
-            results = self._row_scalar(b, leaves, kept_index, inits, dry)
-        else:
-            red_sizes = space.sizes(space.reduced)
-            results = self._row_vector(b, leaves, kept_index, inits, red_sizes[:-1], red_sizes[-1],
-                                       cache_leaves, dry)
-        bound = {r: (tuple(v) if r.shape.is_tuple else v[0]) for r, v in zip(self.reduces, results)}
+        bound = {}
+        for number, level in enumerate(self.levels):     # one pass over the row per level
+            inits = self._init_values(self._evaluator(b, 1, leaves, bound=bound, dry=dry), level)
+            if lanes == 1:
+                results = self._row_scalar(b, leaves, kept_index, level, inits, bound, dry)
+            else:
+                red_sizes = space.sizes(space.reduced)
+                written = {i: leaf for i, leaf in cache_leaves.items() if self.cache_level[i] == number}
+                results = self._row_vector(b, leaves, kept_index, level, inits, bound, red_sizes[:-1],
+                                           red_sizes[-1], written, dry)
+            bound.update({r: (tuple(v) if r.shape.is_tuple else v[0]) for r, v in zip(level, results)})
         self._row_outputs(b, leaves, outs, kept_index, bound, dry)
         if self._has_full():
             self._full_pass(b, leaves, outs, kept_index, bound, dry, cache_leaves)
 
-    def _row_scalar(self, b, leaves, kept_index, inits, dry):
+    def _row_scalar(self, b, leaves, kept_index, reduces, inits, bound, dry):
         """Each reduce folded one element at a time, from its init value."""
         space = self.space
         slots = [[L.alloca_once(b, v.type, name="acc") for v in vals] for vals in inits] if not dry else None
@@ -295,9 +308,9 @@ class ReduceKernel:
                 for slot, v in zip(row_slots, vals):
                     L.store(b, v, slot)
         with L.loop_nest(b, space.sizes(space.reduced), name="r") as rindex:
-            ev = self._evaluator(b, 1, leaves, dry=dry)
+            ev = self._evaluator(b, 1, leaves, bound=bound, dry=dry)
             index = space.full_index(kept_index, [Ix(i, 0, 1) for i in rindex])
-            for k, r in enumerate(self.reduces):
+            for k, r in enumerate(reduces):
                 xs = [ev.value(x, index) for x in self._inputs(r)[0]]
                 accs = [L.load(b, s, v.type) for s, v in zip(slots[k], inits[k])] if not dry else inits[k]
                 new = self.apply(b, r, accs, xs, 1, dry)
@@ -308,12 +321,13 @@ class ReduceKernel:
             return inits
         return [[L.load(b, s, v.type) for s, v in zip(row_slots, vals)] for row_slots, vals in zip(slots, inits)]
 
-    def _row_vector(self, b, leaves, kept_index, inits, outer, n, cache_leaves, dry):
+    def _row_vector(self, b, leaves, kept_index, reduces, inits, bound, outer, n, cache_leaves, dry):
         """ACCUMULATORS vector accumulators per reduce over the last dim (started at
-        the reducer's identity), then combined: accumulators, lanes, and the init."""
+        the reducer's identity), then combined: accumulators, lanes, and the init.
+        `bound`: the row results of lower levels; `cache_leaves`: row caches this pass fills."""
         space, lanes = self.space, self.lanes
         e = Emit(b, lanes, self.kc.mathlib)
-        identity = [immediate(e, r.shape.dtype, ident) for r, ident in zip(self.reduces, self.identities)]
+        identity = [immediate(e, r.shape.dtype, self._identity(r)) for r in reduces]
         unroll = ACCUMULATORS if n >= ACCUMULATORS * lanes else 1
         slots = [[L.alloca_once(b, v.type, name="acc") for _ in range(unroll)] for v in identity] if not dry else None
         if not dry:
@@ -322,7 +336,7 @@ class ReduceKernel:
                     L.store(b, v, slot)
 
         def accumulate(ev, index, u, mask=None):
-            for k, r in enumerate(self.reduces):
+            for k, r in enumerate(reduces):
                 (x,) = [ev.value(x, index) for x in self._inputs(r)[0]]
                 if mask is not None and not dry:
                     x = b.select(mask, x, identity[k])
@@ -339,21 +353,21 @@ class ReduceKernel:
             rix = [Ix(i, 0, 1) for i in rindex]
             if main:
                 with L.for_range(b, main, step=unroll * lanes, name="rv", **VECTOR_LOOP) as j:
-                    ev = self._evaluator(b, lanes, leaves, dry=dry)
+                    ev = self._evaluator(b, lanes, leaves, bound=bound, dry=dry)
                     for u in range(unroll):
                         idx = space.full_index(kept_index, rix + [Ix(L.add(b, j, u * lanes), 1, lanes)])
                         accumulate(ev, idx, u)
             if vec_end > main:
                 with L.for_range(b, vec_end, start=main, step=lanes, name="rw", **VECTOR_LOOP) as j:
-                    ev = self._evaluator(b, lanes, leaves, dry=dry)
+                    ev = self._evaluator(b, lanes, leaves, bound=bound, dry=dry)
                     accumulate(ev, space.full_index(kept_index, rix + [Ix(j, 1, lanes)]), 0)
             if n > vec_end:
-                ev = self._evaluator(b, lanes, leaves, tail=n - vec_end, dry=dry)
+                ev = self._evaluator(b, lanes, leaves, bound=bound, tail=n - vec_end, dry=dry)
                 accumulate(ev, space.full_index(kept_index, rix + [Ix(vec_end, 1, lanes)]), 0, ev.mask)
         if dry:
-            return [[None] for _ in self.reduces]
+            return [[None] for _ in reduces]
         results = []
-        for k, r in enumerate(self.reduces):
+        for k, r in enumerate(reduces):
             accs = [L.load(b, s, identity[k].type) for s in slots[k]]
             while len(accs) > 1:
                 accs = [self.apply(b, r, [accs[i]], [accs[i + 1]], lanes)[0] for i in range(0, len(accs), 2)]
@@ -411,19 +425,24 @@ class ReduceKernel:
     # ------------------------------------------------------------ the row cache
 
     def _row_cache(self) -> list[tuple[Instruction, int]]:
-        """Expensive full-shaped values both passes compute: (instr, bytes) to keep."""
+        """Expensive full-shaped values a reduction pass and the normalize pass both
+        compute: (instr, bytes) to keep; `cache_level[instr]`: the pass that fills it
+        (the first level whose inputs need it)."""
+        self.cache_level = {}
         if not self._has_full():
             return []
-        first = _closure([x for r in self.reduces for x in self._inputs(r)[0]])
+        by_level = [_closure([x for r in level for x in self._inputs(r)[0]]) for level in self.levels]
         second = _closure([o.instr for o in self.outs if o.full])
         row = math.prod(self.space.sizes(self.space.reduced))
         chosen, total = [], 0
         for instr in self.comp.instructions:
-            if instr in first and instr in second and instr.opcode in EXPENSIVE \
+            level = next((k for k, first in enumerate(by_level) if instr in first), None)
+            if level is not None and instr in second and instr.opcode in EXPENSIVE \
                     and not instr.shape.is_tuple and instr.shape.dims == self.space.full:
                 size = row * register_bytes(instr.shape.dtype)
                 if total + size <= ROW_CACHE_BYTES:
                     chosen.append((instr, size))
+                    self.cache_level[instr] = level
                     total += size
         return chosen
 
@@ -488,8 +507,9 @@ class ReduceKernel:
         def read(ev, k, j):
             return [ev.read(acc, [j]) for acc in accs[k]]
 
-        def bind(ev, j):
-            for k, r in enumerate(self.reduces):
+        def bind(ev, j, reduces=self.reduces):
+            for r in reduces:
+                k = self.reduces.index(r)
                 values = read(ev, k, j)
                 ev.bound[r] = tuple(values) if r.shape.is_tuple else values[0]
 
@@ -504,11 +524,14 @@ class ReduceKernel:
                 for acc, init in zip(accs[k], inits[k]):
                     ev.write(acc, index, ev.e.splat(init) if not dry else init)
 
-        def accumulate(rindex):
+        def accumulate(rindex, level, below):
             def point(ev, index):
                 (j,) = index
+                if below:           # lower levels' results, finished in their accumulators
+                    bind(ev, j, below)
                 full = space.full_index(kept(ev, j), rindex)
-                for k, r in enumerate(self.reduces):
+                for r in level:
+                    k = self.reduces.index(r)
                     xs = [ev.value(x, full) for x in self._inputs(r)[0]]
                     for acc, new in zip(accs[k], self.apply(b, r, read(ev, k, j), xs, lanes, dry)):
                         ev.write(acc, [j], new)
@@ -533,12 +556,25 @@ class ReduceKernel:
             return point
 
         loop(start)
-        with L.loop_nest(b, space.sizes(space.reduced), name="r", **OUTER_LOOP) as rindex:
-            loop(accumulate([Ix(i, 0, 1) for i in rindex]))
+        for number, level in enumerate(self.levels):
+            below = [r for lower in self.levels[:number] for r in lower]
+            with L.loop_nest(b, space.sizes(space.reduced), name="r", **OUTER_LOOP) as rindex:
+                loop(accumulate([Ix(i, 0, 1) for i in rindex], level, below))
         loop(row_outputs)
         if self._has_full():
             with L.loop_nest(b, space.sizes(space.reduced), name="n", **OUTER_LOOP) as rindex:
                 loop(full_outputs([Ix(i, 0, 1) for i in rindex]))
+
+
+def reduce_levels(reduces: list[Instruction]) -> list[list[Instruction]]:
+    """The reduces grouped by level, lowest first: a reduce whose inputs depend on
+    other reduces of the fusion is one level above the highest of them."""
+    level: dict[Instruction, int] = {}
+    for r in reduces:                       # in computation order: dependencies come first
+        inputs = r.operands[:len(r.operands) // 2]
+        below = [level[d] for d in _closure(list(inputs)) if d in level]
+        level[r] = 1 + max(below, default=-1)
+    return [[r for r in reduces if level[r] == k] for k in range(max(level.values(), default=-1) + 1)]
 
 
 def _closure(starts: list[Instruction]) -> set[Instruction]:

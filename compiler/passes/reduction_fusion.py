@@ -11,29 +11,34 @@ The kernel an input fusion describes (what the CPU and systolic backends emit fo
            values back (broadcast_in_dim onto the kept dims) and combines them elementwise
            with prologue values and other operands; its result is the fusion's output.
 
-One reduction level per fusion: no reduce reads another reduce of the same fusion, and
-every value derived from the reduction is consumed in its own row, so rows stay
+Every value derived from a reduction is consumed in its own row, so rows stay
 independent (a backend may split them across threads). The root is the normalize
 output, the last row-epilogue value, or the reduce itself.
 
 Reductions are visited latest first, so a later reduction takes the producers it needs
 (its prologue) before an earlier one chooses how far its normalize step may reach. With
-that order a row softmax becomes two kernels:
+that order a row softmax first becomes
 
-    kernel 1: m = max(x)                                (a lone reduce stays unfused)
-    kernel 2: e = exp(x - m); s = sum(e); out = e / s   (input fusion, root = the divide)
+    m = max(x)                                (a lone reduce: nothing to fuse into it)
+    e = exp(x - m); s = sum(e); out = e / s   (input fusion, root = the divide)
 
-and a layer norm (mean, then var = mean((x - mean)^2)) two as well:
+Then row levels merge (`merge_row_levels`): a reduce (or an input fusion ending in row
+values) whose only reader is an input fusion over the same rows -- same input dims,
+same reduced dims -- joins it as a lower *level*. The fusion's kernel makes one pass
+over the row per level, the levels below bound (kernels_reduce.py): a softmax is ONE
+kernel that reads each row from memory once,
 
-    kernel 1: s = sum(x)
-    kernel 2: d = x - s / n; v = sum(d * d) / n; out = gamma * d / sqrt(v + eps) + beta
+    pass 1: m = max(x);  pass 2: s = sum(exp(x - m));  pass 3: out = exp(x - m) / s
 
-Kernel 2 reads x and writes the output once: the row is re-read from cache, not memory.
+and so is a layer norm (pass 1: the sum; pass 2: the variance of x - mean; pass 3:
+gamma * (x - mean) / sqrt(var + eps) + beta); passes 2 and 3 re-read the row from cache.
+Reductions over different rows (a row sum, then the total of the row sums) stay
+separate kernels.
 """
 from __future__ import annotations
 
-from ..fusion_utils import (FusionGraph, FusionPass, Group, can_fuse, fuse, is_elementwise, is_loop_fusible,
-                            pull_producers, single_output_chain)
+from ..fusion_utils import (FusionGraph, FusionPass, Group, can_fuse, fuse, fusion_kind, is_elementwise,
+                            is_loop_fusible, pull_producers, single_output_chain)
 from ..ir import Computation, Instruction, Module
 
 
@@ -54,7 +59,58 @@ class ReductionFusion(FusionPass):
                 fuse(module, comp, group, "input")
                 graph.refresh()
                 changed = True
-        return changed
+        return merge_row_levels(module, comp) or changed
+
+
+def merge_row_levels(module: Module, comp: Computation) -> bool:
+    """Merge lone reduces and row-valued input fusions into the input fusion over the
+    same rows that alone reads them (module docstring)."""
+    changed = False
+    merged = True
+    while merged:
+        merged = False
+        graph = FusionGraph(comp)
+        for consumer in reversed(list(comp.instructions)):
+            producer = _lower_level(graph, consumer)
+            if producer is not None:
+                group = Group([consumer, producer])
+                pull_producers(graph, group, _is_small_constant, start=[producer])   # its init value
+                fuse(module, comp, group, "input")
+                merged = changed = True
+                break
+    return changed
+
+
+def _lower_level(graph: FusionGraph, consumer: Instruction) -> Instruction | None:
+    """An operand of the input fusion `consumer` that may join it as a lower level."""
+    if fusion_kind(consumer) != "input":
+        return None
+    space = row_space(consumer)
+    if space is None:
+        return None
+    for operand in dict.fromkeys(consumer.operands):
+        if (operand.opcode == "reduce" or fusion_kind(operand) == "input") and not operand.shape.is_tuple \
+                and graph.distinct_users(operand) == [consumer] and operand is not graph.comp.root \
+                and row_space(operand) == space and Rows(_reduces(operand)[0]).holds_rows(operand) \
+                and not graph.creates_cycle({consumer, operand}):
+            return operand
+    return None
+
+
+def _is_small_constant(instr: Instruction) -> bool:
+    return instr.opcode == "constant" and can_fuse(instr)
+
+
+def _reduces(instr: Instruction) -> list[Instruction]:
+    if instr.opcode == "reduce":
+        return [instr]
+    return [i for i in instr.attrs["calls"].instructions if i.opcode == "reduce"]
+
+
+def row_space(instr: Instruction) -> tuple | None:
+    """(input dims, reduced dims) shared by every reduce of `instr`, or None."""
+    spaces = {(r.operands[0].shape.dims, tuple(sorted(r.attrs["dimensions"]))) for r in _reduces(instr)}
+    return spaces.pop() if len(spaces) == 1 else None
 
 
 class Rows:

@@ -46,20 +46,20 @@ SOFTMAX = module_text("softmax", """
 """)
 
 
-def test_row_softmax_becomes_two_kernels(rng):
+def test_row_softmax_becomes_one_kernel(rng):
     before, after, changed = run(SOFTMAX, ReductionFusion())
     assert changed
     entry = blocks(after)["ENTRY"]
-    # kernel 1: the max over each row (nothing to fuse into it: it stays a plain reduce)
-    assert "m = f32[6] reduce(x, ninf), dimensions={1}, to_apply=max" in entry
-    # kernel 2: exp(x - max), its row sum and the division, in one input fusion
+    # the max over each row, exp(x - max), its row sum and the division: one input
+    # fusion with two reduction levels (a pass over the row for each, then the divide)
     (line,) = fusion_lines(after)
-    assert "kind=input" in line and "fusion(x, m)" in line and line.endswith("# model.py:1, model.py:2")
+    assert "kind=input" in line and "fusion(x)" in line and line.endswith("# model.py:1, model.py:2")
     inside = body(after, line)
-    for op in ("subtract(", "exp(", "reduce(", "divide("):
+    for op in ("subtract(", "exp(", "divide(", "to_apply=max", "to_apply=sum"):
         assert inside.count(op) == 1, op
+    assert inside.count("reduce(") == 2
     assert "divide(e, sb)" in root_of(inside)
-    assert len(entry.strip().splitlines()) == 4      # x, ninf, the max, the fusion
+    assert len(entry.strip().splitlines()) == 2      # x and the fusion
     assert_same_results(before, after, rng)
 
 
@@ -91,16 +91,45 @@ LAYER_NORM = module_text("layer_norm", """
 """)
 
 
-def test_layer_norm_becomes_two_kernels(rng):
+def test_layer_norm_becomes_one_kernel(rng):
     before, after, _ = run(LAYER_NORM, ReductionFusion())
     entry = blocks(after)["ENTRY"]
-    # kernel 1: the row sums; kernel 2: variance of x - mean and the normalization
-    assert "s = f32[8] reduce(x, zero), dimensions={1}, to_apply=sum" in entry
+    # the row sums, the variance of x - mean and the normalization: one input fusion
     (line,) = fusion_lines(after)
-    assert "kind=input" in line
+    assert "kind=input" in line and "fusion(x, gamma, beta)" in line
     inside = body(after, line)
-    assert inside.count("reduce(") == 1 and "sqrt(" in inside
+    assert inside.count("reduce(") == 2 and "sqrt(" in inside
     assert "add(q, bb)" in root_of(inside)
+    assert "reduce(" not in entry
+    assert_same_results(before, after, rng)
+
+
+def test_a_lower_level_read_elsewhere_stays_its_own_kernel(rng):
+    # the row max is also a result: merging it would need a second output
+    before, after, _ = run(SOFTMAX.replace("ROOT out = f32[6,16] divide(e, sb)",
+                                           "out = f32[6,16] divide(e, sb)\n"
+                                           "  ROOT t = (f32[6,16], f32[6]) tuple(out, m)"), ReductionFusion())
+    assert "m = f32[6] reduce(x, ninf), dimensions={1}, to_apply=max" in blocks(after)["ENTRY"]
+    (line,) = fusion_lines(after)
+    assert body(after, line).count("reduce(") == 1
+    assert_same_results(before, after, rng)
+
+
+def test_a_column_softmax_becomes_one_kernel(rng):
+    before, after, _ = run(module_text("column_softmax", """
+  x = f32[8,4] parameter(0)
+  ninf = f32[] constant(-inf)
+  m = f32[4] reduce(x, ninf), dimensions={0}, to_apply=max
+  mb = f32[8,4] broadcast_in_dim(m), broadcast_dimensions={1}
+  d = f32[8,4] subtract(x, mb)
+  e = f32[8,4] exp(d)
+  zero = f32[] constant(0)
+  s = f32[4] reduce(e, zero), dimensions={0}, to_apply=sum
+  sb = f32[8,4] broadcast_in_dim(s), broadcast_dimensions={1}
+  ROOT out = f32[8,4] divide(e, sb)
+"""), ReductionFusion())
+    (line,) = fusion_lines(after)
+    assert body(after, line).count("reduce(") == 2 and "divide(" in root_of(body(after, line))
     assert_same_results(before, after, rng)
 
 
@@ -176,8 +205,9 @@ def test_nothing_fuses_across_a_side_effecting_op(rng):
     assert_same_results(before, after, rng)
 
 
-def test_one_reduction_level_per_fusion(rng):
-    # The second reduction reads the first one's result: never the same kernel.
+def test_reductions_over_different_rows_stay_separate(rng):
+    # The second reduction reads the first one's result over other rows (a total of
+    # row sums): a row of the second is not a row of the first, so no shared kernel.
     before, after, _ = run(module_text("levels", """
   x = f32[4,8] parameter(0)
   zero = f32[] constant(0)

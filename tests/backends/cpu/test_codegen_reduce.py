@@ -180,3 +180,93 @@ def test_layer_norm_with_mean_and_variance_siblings():
     assert sum(i.opcode == "fusion" for i in optimized.entry.instructions) == 1
     x = np.random.default_rng(7).standard_normal((9, 77)).astype(np.float32)
     assert_matches_interpreter(optimized, [x], rtol=2e-5, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- reduction levels
+
+def _kernels(f, *args):
+    import tessel
+    return codegen.compile_program(tessel.jit(f).lower(*args).compile().module).kernels
+
+
+def _assert_cpu_matches_interpreter(f, *args, rtol=3e-6, atol=1e-6):
+    import tessel
+    got, want = tessel.jit(f, backend="cpu")(*args), tessel.jit(f, backend="interpreter")(*args)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=rtol, atol=atol)
+
+
+def _softmax(x, axis=-1):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _layer_norm(x, gamma, beta):
+    mean = x.mean(axis=-1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=-1, keepdims=True)
+    return gamma * (x - mean) / np.sqrt(var + 1e-5) + beta
+
+
+@pytest.mark.parametrize("shape, dtype", [((7, 1000), np.float32), ((5, 37), np.float32), ((3, 1), np.float32),
+                                          ((2, 3, 130), np.float32), ((4, 17), np.float64), ((64, 64), np.float32)])
+def test_softmax_and_layer_norm_are_one_kernel_each(shape, dtype):
+    """Two reduction levels in one kernel: pass 1 the max / mean, pass 2 the sum of
+    exp(x - max) / of (x - mean)^2 with pass 1 bound, then the normalize pass
+    (vector tails, single-column rows, 3-D rows, f64)."""
+    rng = np.random.default_rng(shape[-1])
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    gamma, beta = (rng.standard_normal(shape[-1]).astype(dtype) for _ in range(2))
+    assert len(_kernels(_softmax, x)) == 1 and len(_kernels(_layer_norm, x, gamma, beta)) == 1
+    _assert_cpu_matches_interpreter(_softmax, x)
+    _assert_cpu_matches_interpreter(_layer_norm, x, gamma, beta, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("shape", [(9, 33), (300, 5), (4, 3, 20)])
+def test_column_softmax_is_one_kernel(shape):
+    """Levels in column mode (the reduced dim is not the last): each level a sweep
+    over the reduced dims into the tile's accumulators, the levels below bound."""
+    x = (np.random.default_rng(shape[0]).standard_normal(shape) * 3).astype(np.float32)
+    f = lambda x: _softmax(x, axis=0)            # noqa: E731
+    assert len(_kernels(f, x)) == 1
+    _assert_cpu_matches_interpreter(f, x)
+
+
+def _sum_then_max_reducer(module, dtype):
+    """(a, b) -> max(a + b, a + b): a sum the kernel does not recognize (no identity
+    known), so the kernel folds element by element (scalar code)."""
+    b = Builder(module, "odd_add")
+    s = Shape(dtype, ())
+    p, q = b.parameter(s, "a"), b.parameter(s, "b")
+    t = b.emit("add", [p, q])
+    return b.build(b.emit("maximum", [t, t]))
+
+
+@pytest.mark.parametrize("cols", [1, 5, 40])
+def test_levels_in_scalar_code(cols):
+    """Integers (exact): level 1 the row max, level 2 a sum of x - max with a reducer
+    of unknown identity (scalar fold), then (x - max) * sum in the same kernel."""
+    dtype = dtypes.s32
+    module = Module("levels")
+    b = Builder(module, "main")
+    shape = Shape(dtype, (6, cols))
+    x = b.parameter(shape, "x")
+    m = b.emit("reduce", [x, b.constant(np.int32(np.iinfo(np.int32).min), dtype=dtype)],
+               attrs={"dimensions": (1,), "to_apply": scalar_computation(module, "maximum", dtype)})
+    d = b.emit("subtract", [x, b.emit("broadcast_in_dim", [m], attrs={"broadcast_dimensions": (0,)}, shape=shape)])
+    s = b.emit("reduce", [d, b.constant(np.int32(0), dtype=dtype)],
+               attrs={"dimensions": (1,), "to_apply": _sum_then_max_reducer(module, dtype)})
+    out = b.emit("multiply", [d, b.emit("broadcast_in_dim", [s], attrs={"broadcast_dimensions": (0,)}, shape=shape)])
+    b.build(b.emit("tuple", [out]), entry=True)
+    optimized, _ = optimize(module, "cpu")
+    (kernel,) = codegen.compile_program(optimized).kernels
+    assert kernel.startswith("input:")
+    x = np.random.default_rng(cols).integers(-50, 50, (6, cols)).astype(np.int32)
+    assert_matches_interpreter(optimized, [x])
+
+
+def test_reduce_levels_order_dependent_reduces():
+    module = softmax_module(4, 8)
+    (fusion,) = [i for i in module.entry.instructions if i.opcode == "fusion"]
+    reduces = [i for i in fusion.attrs["calls"].instructions if i.opcode == "reduce"]
+    levels = kernels_reduce.reduce_levels(reduces)
+    assert [[r.attrs["to_apply"].root.opcode for r in level] for level in levels] == [["maximum"], ["add"]]

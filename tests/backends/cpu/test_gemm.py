@@ -181,6 +181,49 @@ def test_partition_cost_model():
     assert gemv.pm > 1 and gemv.mt % 16 == 0
 
 
+# ----------------------------------------------------------------------------- the shared path
+
+SHARED = [(256, 512, 784), (256, 10, 512), (257, 129, 513), (33, 65, 1100), (500, 900, 40), (100, 300, 700)]
+
+
+def test_shared_path_is_chosen_for_mid_sizes_on_threads():
+    shared = lambda m, n, k, t=2: G.plan(G.GemmSpec("f32", m, n, k), threads=t).path  # noqa: E731
+    assert {shared(*s) for s in SHARED} == {"shared"}
+    assert shared(256, 512, 784, 1) == "blocked"                 # one thread: nothing packed twice
+    assert shared(2048, 2048, 2048) == "blocked"                 # packed operands beyond the L3 share
+    assert shared(64, 64, 64) == "blocked"                       # one task: below PARALLEL_MIN_FLOPS
+    assert G.plan(G.GemmSpec("f32", 256, 512, 784, batch=2), threads=2).path == "blocked"
+
+
+@pytest.mark.parametrize("m,n,k", SHARED)
+@pytest.mark.parametrize("layout", ["", "At", "Bt", "strided"])
+def test_shared_path(m, n, k, layout):
+    a, b = views(m, n, k, layout)
+    assert G.plan(spec_for(a, b, np.empty((m, n), np.float32)), threads=2).path == "shared"
+    check(run(a, b, threads=2), reference(a, b), k)
+
+
+def test_shared_partition_gives_each_thread_several_tasks():
+    for m, n, k in SHARED:
+        how = G.plan(G.GemmSpec("f32", m, n, k), threads=2)
+        parts, blk = how.partition, how.blocking
+        assert 2 < parts.tasks <= 2 * G.SHARED_TASKS_PER_THREAD * 2
+        assert parts.mt % blk.mr == 0 or parts.mt == m
+        assert parts.nt % blk.nr == 0 or parts.nt == n
+        assert (parts.pm - 1) * parts.mt < m <= parts.pm * parts.mt
+        assert (parts.pn - 1) * parts.nt < n <= parts.pn * parts.nt
+        assert G.scratch_bytes(G.GemmSpec("f32", m, n, k), threads=2) >= (
+            (-(-m // blk.mr) * blk.mr + -(-n // blk.nr) * blk.nr) * k * 4)
+
+
+def test_shared_path_sums_like_one_thread_and_applies_the_epilogue_once():
+    a, b = sample((257, 513)), sample((513, 129), seed=1)
+    np.testing.assert_array_equal(run(a, b, threads=2), run(a, b, threads=1))
+    bias = sample((129,), seed=2)
+    got = run(a, b, operands=(bias,), epilogue=bias_relu, epilogue_operands=1, threads=2)
+    check(got, np.maximum(reference(a, b) + bias, 0), 513)
+
+
 # ----------------------------------------------------------------------------- epilogues
 
 def bias_relu(builder, tile, row, col, operands):
