@@ -236,6 +236,7 @@ def _compile(module: Module, threads: int, layout: ObjectLayout | None, cache: D
         reason = program_cache.uncacheable(program, module) or (None if jit.object else "no object file")
         if reason is None:
             program_cache.store(cache, entry_key, program, jit.object)
+        jit.object = None                      # stored: do not keep a second copy of the code
         compile_log.log(f"{module.name}: {'stored in the disk cache' if reason is None else 'not cached: ' + reason}")
     return program, jit
 
