@@ -24,7 +24,7 @@ from . import isa
 from .isa import Field, Instruction, IsaError
 
 _TOKEN = re.compile(r"\S+")
-_UINT = re.compile(r"(0x[0-9a-fA-F]+|[0-9]+)")
+_UINT = re.compile(r"(0x[0-9a-fA-F]+|0|[1-9][0-9]*)")
 _FLOAT = re.compile(r"[-+]?(inf|nan|([0-9]+\.?[0-9]*|\.[0-9]+)(e[-+]?[0-9]+)?)", re.IGNORECASE)
 
 
@@ -97,7 +97,8 @@ def _operand(op: isa.Opcode, word: re.Match, seen: dict, number: int, line: str)
 def _parse_value(f: Field, text: str):
     if f.kind == "uint":
         if not _UINT.fullmatch(text):
-            raise ValueError(f"{f.name}: expected an unsigned int (decimal or 0x-hex), got {text!r}")
+            raise ValueError(f"{f.name}: expected an unsigned int (decimal without leading "
+                             f"zeros, or 0x-hex), got {text!r}")
         return int(text, 0)
     if f.kind == "f32":
         if not _FLOAT.fullmatch(text):
@@ -145,3 +146,53 @@ def from_binary(blob: bytes) -> list[Instruction]:
 
 def disassemble_binary(blob: bytes) -> str:
     return disassemble(from_binary(blob))
+
+
+# ----------------------------------------------------------------------------- command line
+
+def main(argv=None) -> int:
+    """python -m tessel.runtime.systolic.asm FILE [-d] [-o OUT] [--check [--config k=v ...]]
+
+    Assembles FILE (text) into 16-byte words, or with -d disassembles FILE (binary) into
+    text; writes OUT or, for text, stdout. --check validates against a SystolicConfig
+    (defaults, changed by --config k=v) and exits 1 listing the problems."""
+    import argparse
+    import sys
+
+    from .config import ConfigError, SystolicConfig
+    from .validate import ValidationError, validate
+
+    parser = argparse.ArgumentParser(prog="python -m tessel.runtime.systolic.asm",
+                                     description="systolic ISA assembler / disassembler")
+    parser.add_argument("file")
+    parser.add_argument("-d", "--disassemble", action="store_true", help="FILE is binary")
+    parser.add_argument("-o", "--output", help="output file (needed for binary output)")
+    parser.add_argument("--check", action="store_true", help="validate the program")
+    parser.add_argument("--config", nargs="*", default=[], metavar="K=V")
+    args = parser.parse_args(argv)
+    try:
+        with open(args.file, "rb") as f:
+            data = f.read()
+        program = from_binary(data) if args.disassemble else assemble(data.decode())
+        if args.check:
+            validate(program, SystolicConfig.from_overrides(args.config), races=True)
+    except (OSError, UnicodeDecodeError, AsmError, IsaError, ConfigError, ValidationError) as e:
+        print(f"{args.file}: {e}", file=sys.stderr)
+        return 1
+    if args.disassemble:
+        text = disassemble(program)
+        if args.output:
+            with open(args.output, "w") as f:
+                f.write(text)
+        else:
+            sys.stdout.write(text)
+    elif args.output:
+        with open(args.output, "wb") as f:
+            f.write(to_binary(program))
+    else:
+        sys.stdout.write(to_binary(program).hex("\n", -isa.WORD_BYTES) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -15,7 +15,8 @@ Numerics, exactly:
 - int8 mode: operands round half to even and saturate to [-128, 127]; products and sums
   are exact (an f64 matmul of integers below 2^53), accumulators are int32 and wrap.
 - The vector unit computes in f32: + - * / min max exactly as IEEE f32; exp, log, tanh,
-  sigmoid, gelu_tanh, rsqrt, pow in f64 rounded once to f32; sums in order.
+  sigmoid, gelu_tanh, rsqrt, pow in f64 rounded once to f32 (not NumPy's f32 SIMD
+  approximations, which differ between CPUs); sums in order.
 """
 from __future__ import annotations
 
@@ -29,7 +30,8 @@ from typing import Sequence
 import numpy as np
 
 from .config import SystolicConfig
-from .isa import HOST_FORMATS, Instruction
+from .isa import (ACTIVATIONS, BINARY_OPS, HOST_FORMATS, REDUCE_OPS, UNARY_OPS,
+                  Instruction)
 from .validate import validate
 
 HOST_DTYPES = {"f32": np.float32, "bf16": np.uint16, "i8": np.int8, "i32": np.int32}
@@ -89,7 +91,8 @@ def operand_rounder(config: SystolicConfig):
 # ----------------------------------------------------------------------------- f32 math
 
 def _f64_once(fn):
-    """An f32 function computed in f64 and rounded once (deterministic across CPUs)."""
+    """An f32 function computed in f64 and rounded once: within a hair of 0.5 ulp of the
+    exact value, and independent of NumPy's CPU-specific f32 SIMD approximations."""
     def f32_fn(*args):
         with np.errstate(all="ignore"):
             return fn(*(np.asarray(a, np.float64) for a in args)).astype(np.float32)
@@ -131,6 +134,9 @@ REDUCE = {
     "max": lambda x, axis: np.max(x, axis=axis),
     "min": lambda x, axis: np.min(x, axis=axis),
 }
+
+assert set(ACTIVATIONS) | set(UNARY_OPS) <= set(UNARY)
+assert set(BINARY_OPS) == set(BINARY) and set(REDUCE_OPS) == set(REDUCE)
 
 
 # ----------------------------------------------------------------------------- BLAS threads

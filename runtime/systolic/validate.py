@@ -94,6 +94,9 @@ def check(program: Sequence[Instruction], config: SystolicConfig,
                                       "run on the weight-stationary machine (dataflow='ws'); "
                                       "'os'/'is' only select the SCALE-Sim timing model"))
     for index, ins in enumerate(program):
+        if not isinstance(ins, Instruction):
+            return [Problem(index, repr(ins)[:80], f"expected an isa.Instruction (isa.make, "
+                            f"asm.assemble), got {type(ins).__name__}")]
         state.step(index, ins)
     state.finish(len(program))
     return state.problems

@@ -84,3 +84,35 @@ def test_errors_give_line_col_and_what_was_expected(text, line, col, match):
     assert (e.value.line, e.value.col) == (line, col)
     assert str(e.value).startswith(f"{line}:{col}: ")
     assert str(e.value).rstrip().endswith("^")          # the line, with a caret under col
+
+
+def test_leading_zeros_are_refused():
+    with pytest.raises(AsmError, match="without leading zeros") as e:
+        asm.assemble("MATMUL ub=08 acc=0 rows=1 mode=overwrite")
+    assert e.value.col == 11
+
+
+def test_command_line_assembles_checks_and_disassembles(tmp_path, capsys):
+    source = tmp_path / "p.s"
+    source.write_text(PROGRAM.replace("SYNC\n", ""))
+    binary = tmp_path / "p.bin"
+    assert asm.main([str(source), "-o", str(binary)]) == 0
+    assert binary.read_bytes() == asm.to_binary(source.read_text())
+    assert asm.main([str(binary), "-d"]) == 0
+    assert capsys.readouterr().out == asm.disassemble(asm.assemble(source.read_text()))
+    assert asm.main([str(source)]) == 0            # hex words on stdout, one per line
+    words = capsys.readouterr().out.split()
+    assert [bytes.fromhex(w) for w in words] == [asm.to_binary(source.read_text())[i:i + 16]
+                                                  for i in range(0, 16 * len(words), 16)]
+    # ACTIVATE reads the accumulators without a token from the matrix unit
+    assert asm.main([str(source), "--check", "--config", "rows=8", "cols=8"]) == 1
+    err = capsys.readouterr().err
+    assert "invalid systolic program" in err and "instruction 3 `ACTIVATE" in err and "race" in err
+    fixed = source.read_text().replace("fn=gelu_tanh", "fn=gelu_tanh pop=matrix") \
+        .replace("pop=dma\n", "pop=dma push=vector\n")
+    source.write_text(fixed)
+    assert asm.main([str(source), "--check", "--config", "rows=8", "cols=8"]) == 0
+    capsys.readouterr()
+    source.write_text("MATMUL ub=0\n")
+    assert asm.main([str(source)]) == 1
+    assert "p.s: 1:12: MATMUL needs acc=" in capsys.readouterr().err

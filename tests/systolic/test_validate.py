@@ -390,3 +390,13 @@ def test_race_checker_agrees_with_brute_force_happens_before():
             assert min(p.index for p in found) == min(expected)
             assert {p.index for p in found} <= expected
     assert 50 < racy_programs < 280        # both outcomes are well represented
+
+
+def test_non_instructions_are_refused():
+    found = problems_of([asm.assemble_line("SYNC"), "HALT"])
+    assert found == ["instruction 1 `'HALT'`: expected an isa.Instruction (isa.make, "
+                     "asm.assemble), got str"]
+
+
+def problems_of(program):
+    return [str(p) for p in check(program, CFG)]
