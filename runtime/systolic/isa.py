@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -179,8 +179,7 @@ ROWS = 16                           # rows streamed by MATMUL / ACTIVATE / VEC_*
 
 # ----------------------------------------------------------------------------- accesses
 
-@dataclass(frozen=True)
-class Access:
+class Access(NamedTuple):
     """A strided region one instruction reads or writes: `count` items of `width` units,
     item i at `start + i * stride`. Units: bytes in "host", rows in "ub" and "acc"
     (UB/accumulator accesses are counted in whole rows, width 1)."""
@@ -506,18 +505,16 @@ for _op in _TABLE:
 class Instruction:
     """One instruction: its opcode and a value for every field (tokens included).
     Build with `make("MATMUL", ub=0, acc=0, rows=8, mode="overwrite")`; read fields as
-    attributes (`ins.rows`); `str(ins)` is its assembly text."""
-    __slots__ = ("opcode", "args")
+    attributes (`ins.rows`, plain instance attributes: validation and simulation read
+    them in hot loops) or from the `args` dict; `str(ins)` is its assembly text."""
 
     def __init__(self, opcode: Opcode, args: dict):
         object.__setattr__(self, "opcode", opcode)
         object.__setattr__(self, "args", args)
+        self.__dict__.update(args)
 
     def __getattr__(self, name):
-        try:
-            return self.args[name]
-        except KeyError:
-            raise AttributeError(f"{self.opcode.name} has no field {name!r}") from None
+        raise AttributeError(f"{self.opcode.name} has no field {name!r}")
 
     def __setattr__(self, name, value):
         raise AttributeError("instructions are immutable; use .replace(...)")
@@ -560,6 +557,10 @@ class Instruction:
 
     def __repr__(self):
         return f"<{self}>"
+
+
+assert not {f.name for op in _TABLE for f in op.all_fields} & set(dir(Instruction)), \
+    "a field name would shadow an Instruction attribute"
 
 
 def opcode(name: str) -> Opcode:

@@ -22,7 +22,6 @@ functional simulator (program order) and the timing model (concurrent units) agr
 """
 from __future__ import annotations
 
-import bisect
 from collections import deque
 from dataclasses import dataclass
 from typing import Sequence
@@ -347,29 +346,30 @@ class _RaceChecker:
         # access yet) reads the extra last slot: unit 0, seq 0, ordered before everything.
         self.unit_of = np.zeros(length + 1, np.int64)
         self.seq_of = np.zeros(length + 1, np.int64)
-        self.clock_of: dict[int, np.ndarray] = {}
-        self.unit_clock = [np.zeros(len(UNITS), np.int64) for _ in UNITS]
-        self.barrier = np.zeros(len(UNITS), np.int64)
-        self.joined = np.zeros(len(UNITS), np.int64)    # join of every clock so far
+        self.clock_of: dict[int, tuple[int, ...]] = {}   # small tuples: faster than arrays
+        zero = (0,) * len(UNITS)
+        self.unit_clock = [zero] * len(UNITS)
+        self.barrier = zero
+        self.joined = zero                               # join of every clock so far
         rows = {"ub": config.ub_rows, "acc": config.acc_rows}
         self.last_write = {s: np.full(n, -1, np.int64) for s, n in rows.items()}
         self.last_read = {s: np.full((len(UNITS), n), -1, np.int64) for s, n in rows.items()}
-        self.host = {True: [], False: []}     # write? -> [(seq, index, access)] in unit order
+        self.host = {True: _Regions(), False: _Regions()}   # stores, host weight reads
 
     def step(self, index, ins, accesses, pops, fifo_source) -> list[str]:
         if ins.unit == isa.CONTROL:
             if ins.name == "SYNC":
-                self.barrier = self.joined.copy()
+                self.barrier = self.joined
             return []
         u = self.unit_index[ins.unit]
-        clock = np.maximum(self.unit_clock[u], self.barrier)
+        clock = list(map(max, self.unit_clock[u], self.barrier))
         for source in pops + ([fifo_source] if fifo_source is not None else []):
-            clock = np.maximum(clock, self.clock_of[source])
+            clock = list(map(max, clock, self.clock_of[source]))
         clock[u] += 1
-        self.unit_clock[u] = clock
-        self.clock_of[index] = clock
+        self.unit_clock[u] = self.clock_of[index] = tuple(clock)
         self.unit_of[index], self.seq_of[index] = u, clock[u]
-        self.joined = np.maximum(self.joined, clock)
+        self.joined = tuple(map(max, self.joined, clock))
+        clock = np.array(clock)
         messages = []
         for access in accesses:
             messages += self._check(u, clock, access)
@@ -381,7 +381,8 @@ class _RaceChecker:
         """The instructions among `earlier` (indices, -1 = none) of other units that are
         not ordered before an instruction of unit u with this clock."""
         units, seqs = self.unit_of[earlier], self.seq_of[earlier]
-        return np.unique(earlier[(units != u) & (clock[units] < seqs)])
+        bad = (units != u) & (clock[units] < seqs)
+        return np.unique(earlier[bad]) if bad.any() else ()
 
     def _rows(self, access: Access, size: int):
         if access.stride == 1:
@@ -403,27 +404,56 @@ class _RaceChecker:
 
     def _check_host(self, u, clock, access) -> list[str]:
         against = self.host[not access.write]
-        if not against:
+        if not against.count:
             return []
-        other_unit = self.unit_of[against[0][1]]
+        other_unit = int(self.unit_of[against.index[0]])
         if other_unit == u:
             return []
-        # entries are in their unit's order: skip those already ordered before this one
-        first = bisect.bisect_right([seq for seq, _, _ in against], clock[other_unit])
         how = "read" if access.write else "wrote"
+        lo, hi = access.extent
         return [_race_message(access, how, other, UNITS[other_unit])
-                for _, other, region in against[first:] if regions_overlap(access, region)]
+                for other, region in against.unordered_overlaps(lo, hi, clock[other_unit])
+                if regions_overlap(access, region)]
 
     def _record(self, index, u, access: Access):
         if access.space == "host":
             if access.write or UNITS[u] == "weight":
-                self.host[access.write].append((int(self.seq_of[index]), index, access))
+                self.host[access.write].append(int(self.seq_of[index]), index, access)
             return
         rows = self._rows(access, len(self.last_write[access.space]))
         if access.write:
             self.last_write[access.space][rows] = index
         else:
             self.last_read[access.space][u, rows] = index
+
+
+class _Regions:
+    """Host regions of one unit, in its order, with their bounding intervals in arrays so
+    the candidates for an overlap are found without a Python loop over all of them."""
+
+    def __init__(self):
+        self.count = 0
+        self.lo = self.hi = self.seq = self.index = np.zeros(0, np.int64)
+        self.accesses: list[Access] = []
+
+    def append(self, seq: int, index: int, access: Access):
+        if self.count == len(self.lo):
+            size = max(16, 2 * self.count)
+            self.lo, self.hi, self.seq, self.index = (np.resize(a, size) for a in
+                                                      (self.lo, self.hi, self.seq, self.index))
+        lo, hi = access.extent
+        n = self.count
+        self.lo[n], self.hi[n], self.seq[n], self.index[n] = lo, hi, seq, index
+        self.accesses.append(access)
+        self.count += 1
+
+    def unordered_overlaps(self, lo: int, hi: int, ordered_up_to: int):
+        """(instruction index, access) of the regions after sequence number
+        `ordered_up_to` whose bounding interval meets [lo, hi)."""
+        n = self.count
+        hits = np.flatnonzero((self.seq[:n] > ordered_up_to) & (self.lo[:n] < hi)
+                              & (self.hi[:n] > lo))
+        return [(int(self.index[k]), self.accesses[k]) for k in hits]
 
 
 def _race_message(access: Access, how: str, other: int, other_unit: str) -> str:
