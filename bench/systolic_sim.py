@@ -9,8 +9,8 @@ tiles' weights are loaded and their MATMULs (T = n rows each) accumulate, ACTIVA
 drains the accumulators and a DMA stores the tile. It prints the median wall time of
 `Machine.run` (validation excluded, it is timed on its own), the MACs simulated per
 second (the useful T*k*n multiply-adds of every MATMUL), NumPy's f32 `x @ w` on the same
-operands and the ratio simulator/NumPy, and the validator's time without and with the
-race check. The result is checked against NumPy (bf16-rounded operands, fp32 sums).
+operands with its default BLAS threads and with one thread (as the simulator runs it),
+the ratios simulator/NumPy, and the validator's time without and with the race check. The result is checked against NumPy (bf16-rounded operands, fp32 sums).
 
 Wall-clock medians on a shared machine move with the load; the load average is printed.
 """
@@ -88,7 +88,7 @@ def bench(n: int, array: int, dtype: str, repeat: int):
         start = time.perf_counter()
         validate.validate(program, config, host_bytes=memory.size, races=races)
         checks[races] = time.perf_counter() - start
-    sim_times, np_times = [], []
+    sim_times, np_times, np1_times = [], [], []
     for _ in range(repeat):
         start = time.perf_counter()
         machine = functional.Machine(config, memory).run(program)
@@ -96,12 +96,18 @@ def bench(n: int, array: int, dtype: str, repeat: int):
         start = time.perf_counter()
         x @ w
         np_times.append(time.perf_counter() - start)
+        with functional.blas_threads(1):
+            start = time.perf_counter()
+            x @ w
+            np1_times.append(time.perf_counter() - start)
     y = memory[y_at:y_at + 4 * n * n].view(np.float32).reshape(n, n)
     reference = expected(x, w, config)
     error = float(np.max(np.abs(y - reference)) / max(1.0, float(np.max(np.abs(reference)))))
     sim, ref = statistics.median(sim_times), statistics.median(np_times)
+    ref1 = statistics.median(np1_times)
     return {"n": n, "instructions": len(program), "macs": machine.macs, "sim_s": sim,
             "macs_per_s": machine.macs / sim, "numpy_s": ref, "ratio": sim / ref,
+            "numpy_1t_s": ref1, "ratio_1t": sim / ref1,
             "validate_s": checks[False], "validate_races_s": checks[True], "rel_error": error}
 
 
@@ -115,11 +121,13 @@ def main(argv=None) -> int:
     print(f"systolic functional simulator, {args.array}x{args.array} array, {args.dtype}; "
           f"load average {os.getloadavg()[0]:.1f}")
     print(f"{'n':>6} {'instrs':>7} {'GMAC':>8} {'sim s':>8} {'GMAC/s':>8} {'numpy s':>8} "
-          f"{'sim/np':>7} {'valid s':>8} {'+races s':>8} {'max rel err':>11}")
+          f"{'sim/np':>7} {'np 1T s':>8} {'sim/np1T':>8} {'valid s':>8} {'+races s':>8} "
+          f"{'max rel err':>11}")
     for n in args.sizes:
         r = bench(n, args.array, args.dtype, args.repeat)
         print(f"{r['n']:>6} {r['instructions']:>7} {r['macs'] / 1e9:>8.3f} {r['sim_s']:>8.4f} "
               f"{r['macs_per_s'] / 1e9:>8.2f} {r['numpy_s']:>8.4f} {r['ratio']:>7.2f} "
+              f"{r['numpy_1t_s']:>8.4f} {r['ratio_1t']:>8.2f} "
               f"{r['validate_s']:>8.4f} {r['validate_races_s']:>8.4f} {r['rel_error']:>11.2e}")
     return 0
 

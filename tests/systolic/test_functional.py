@@ -483,3 +483,13 @@ def test_the_speed_benchmark_computes_the_product():
     result = systolic_sim.bench(40, 16, "bf16", repeat=1)        # 3 K tiles x 3 N tiles
     assert result["macs"] == 40 ** 3 and result["rel_error"] < 1e-6
     assert systolic_sim.bench(24, 8, "int8", repeat=1)["rel_error"] == 0
+
+
+def test_the_machine_loads_without_the_compiler_or_frontend():
+    import subprocess
+    import sys
+    code = ("import sys, tessel.runtime.systolic.functional, tessel.runtime.systolic.asm; "
+            "print(sorted(m for m in sys.modules if m.startswith(('tessel.compiler', "
+            "'tessel.frontend', 'tessel.backends'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
