@@ -272,3 +272,34 @@ def test_timing_modules_do_not_import_the_compiler():
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_one_program_three_views_functional_pe_and_timing():
+    # The same MATMUL program: the functional simulator's accumulators, the PE array's
+    # outputs (same bf16 operands; only the f32 summation order differs) and the timing
+    # model's matrix cycles against the PE array given the same ready times.
+    from tessel.runtime.systolic import functional
+    cfg = SystolicConfig(rows=4, cols=4, host_bytes=4096, ub_bytes=1024, acc_bytes=1024,
+                         host_bytes_per_cycle=8, host_latency_cycles=5)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((6, 4)).astype(np.float32)
+    w = rng.standard_normal((4, 3)).astype(np.float32)
+    memory = np.zeros(cfg.host_bytes, np.uint8)
+    memory[:96] = x.view(np.uint8).ravel()
+    memory[96:144] = w.view(np.uint8).ravel()
+    program = assemble("""
+        DMA_LOAD host=0 ub=0 rows=6 cols=4 stride=16 fmt=f32 push=matrix
+        LOAD_W src=host addr=96 k=4 n=3 stride=12 fmt=f32
+        MATMUL ub=0 acc=0 rows=6 mode=overwrite swap=1 pop=dma
+        HALT""")
+    machine = functional.run(program, cfg, memory)
+    result = simulate_timing(program, cfg)
+    dma, load = result.events_of("dma")[0], result.events_of("weight")[0]
+    # DMA: 96 bytes = 12 cycles + 5 = 17; LOAD_W: 48 bytes = 6 + 5 = 11; shift [11, 15);
+    # the MATMUL waits for the DMA: [17, 17 + 6 + 4 + 4 - 2 = 29).
+    assert (dma.end, load.end) == (17, 11)
+    pe = PeArray(4, 4).run([PeMatmul(x, w, ready=dma.end, weights_ready=load.end)])
+    matmul = result.events_of("matrix")[0]
+    assert (pe.starts[0], pe.ends[0]) == (matmul.start, matmul.end) == (17, 29)
+    np.testing.assert_allclose(machine.acc[:6, :3], pe.outputs[0], rtol=1e-6, atol=1e-6)
+    assert machine.macs == result.macs == 6 * 4 * 3
