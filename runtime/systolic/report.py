@@ -62,10 +62,25 @@ def text_report(result: TimingResult) -> str:
         lines.append("  none")
     for cycles, unit, reason in sorted(stalls, reverse=True):
         lines.append(f"  {unit:<8} waiting on {reason:<18} {cycles:>10} cycles")
+    lines += ["", f"{'instruction':<14}{'count':>8}{'cycles':>12}{'MACs':>16}"]
+    for name, (count, cycles, macs) in by_instruction(result).items():
+        lines.append(f"{name:<14}{count:>8}{cycles:>12}{macs:>16}")
     lines += ["", "bytes moved:"]
     for direction, count in result.bytes_moved.items():
         lines.append(f"  {direction:<14}{count:>14}")
     return "\n".join(lines)
+
+
+def by_instruction(result: TimingResult) -> dict[str, tuple[int, int, int]]:
+    """Per opcode: how many ran, their summed durations (cycles; overlapping ones each
+    count) and their MACs, in order of first appearance."""
+    table: dict[str, list[int]] = {}
+    for e in result.events:
+        row = table.setdefault(e.name, [0, 0, 0])
+        row[0] += 1
+        row[1] += e.end - e.start
+        row[2] += e.macs
+    return {name: tuple(row) for name, row in table.items()}
 
 
 # ----------------------------------------------------------------------------- Chrome trace

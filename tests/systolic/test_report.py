@@ -41,6 +41,10 @@ def test_text_report_states_the_numbers(result):
     assert lines["dma"][1:3] == ["50", "69.4%"]
     assert lines["matrix"][1:4] == ["18", "25.0%", "50"]
     assert "host->ub                 640" in text
+    # By opcode: 5 DMAs of 18 cycles each, one MATMUL of 18 cycles and 256 MACs.
+    assert report.by_instruction(result)["DMA_LOAD"] == (5, 90, 0)
+    assert report.by_instruction(result)["MATMUL"] == (1, 18, 256)
+    assert "MATMUL               1          18             256" in text
 
 
 def test_chrome_trace_is_loadable_trace_event_format(result, tmp_path):
