@@ -137,9 +137,6 @@ class SystolicConfig:
         items.update(kv)
         return base.with_(**{k: parse_field(k, v) for k, v in items.items()})
 
-    def describe(self) -> str:
-        return ", ".join(f"{f}={getattr(self, f)}" for f in FIELD_NAMES)
-
 
 # --- validation rules, one per field ----------------------------------------------
 

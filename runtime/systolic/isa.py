@@ -359,7 +359,7 @@ _TABLE = (
               "(ub; usually 1)"),
          uint("transpose", 1, "1: the source holds the tile transposed (n rows of k)",
               default=0),
-         enum("fmt", tuple(HOST_FORMATS), "host element format (src=host; ignored for ub)",
+         enum("fmt", tuple(HOST_FORMATS), "host element format (src=host; stays f32 for src=ub)",
               default="f32")),
         "Pushes a k x n weight tile W onto the weight FIFO (at most config.weight_fifo_depth "
         "tiles wait there). Row j of the source holds W[j, 0:n] (transpose=0) or W[0:k, j] "
@@ -519,6 +519,9 @@ class Instruction:
     def __setattr__(self, name, value):
         raise AttributeError("instructions are immutable; use .replace(...)")
 
+    def __reduce__(self):          # pickle / copy by opcode name and fields
+        return _rebuild, (self.opcode.name, dict(self.args))
+
     @property
     def name(self) -> str:
         return self.opcode.name
@@ -542,8 +545,9 @@ class Instruction:
         """Rows the instruction's unit streams (DMA rows, tile rows, T, vector rows)."""
         return self.opcode.rows(self)
 
-    def _key(self):
-        return self.opcode.name, tuple(self.args.items())
+    def _key(self) -> bytes:
+        """The encoding: equal instructions are equal bit for bit (NaN immediates included)."""
+        return encode(self)
 
     def __eq__(self, other):
         return isinstance(other, Instruction) and self._key() == other._key()
@@ -568,6 +572,10 @@ def opcode(name: str) -> Opcode:
         return OPCODES[name]
     except KeyError:
         raise IsaError(f"unknown opcode {name!r}; expected one of {', '.join(OPCODES)}") from None
+
+
+def _rebuild(name: str, args: dict) -> Instruction:
+    return make(name, **args)
 
 
 def make(name: str, **values) -> Instruction:

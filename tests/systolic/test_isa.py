@@ -142,3 +142,21 @@ def test_the_isa_doc_matches_the_table():
     ins = make("MATMUL", ub=3, acc=5, rows=7, mode="accumulate", swap=1, pop="dma", push="vector")
     assert isa.encode(ins).hex(" ") in text
     assert hex(int.from_bytes(isa.encode(ins), "little")) in text
+
+
+def test_equality_is_bitwise():
+    nan = make("VEC_IMM", op="mul", dst=0, src=0, rows=1, imm=float("nan"))
+    assert nan == isa.decode(isa.encode(nan)) and hash(nan) == hash(nan.replace())
+    assert make("VEC_IMM", op="mul", dst=0, src=0, rows=1, imm=0.0) != \
+        make("VEC_IMM", op="mul", dst=0, src=0, rows=1, imm=-0.0)
+    assert make("SYNC") == make("SYNC") != make("HALT")
+
+
+def test_instructions_pickle_and_copy(random_program):
+    import copy
+    import pickle
+    program = random_program(np.random.default_rng(5), 30)
+    assert pickle.loads(pickle.dumps(program)) == program
+    assert copy.deepcopy(program) == program
+    with pytest.raises(AttributeError, match="immutable"):
+        program[0].pop = ()
