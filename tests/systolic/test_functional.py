@@ -12,6 +12,7 @@ from tessel.runtime.systolic import asm, functional
 from tessel.runtime.systolic.config import SystolicConfig
 from tessel.runtime.systolic.functional import Machine, MachineError, round_bf16
 from tessel.runtime.systolic.isa import make
+from tessel.runtime.systolic.validate import validate
 
 CFG = SystolicConfig(rows=8, cols=8, ub_bytes=64 * 32, acc_bytes=16 * 32, host_bytes=1 << 16)
 
@@ -493,3 +494,44 @@ def test_the_machine_loads_without_the_compiler_or_frontend():
             "'tessel.frontend', 'tessel.backends'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_vector_programs_for_softmax_layer_norm_and_max_pool(rng):
+    """The vector ops compose into the model pieces a compiler needs (8 rows of 10 valid
+    lanes in 16-lane rows; the padding lanes hold garbage that must not leak in)."""
+    cfg = SystolicConfig(rows=16, cols=16, ub_bytes=128 * 64, acc_bytes=16 * 64, host_bytes=4096)
+    program = asm.assemble("""
+        VEC_RED op=max axis=lanes dst=20 src=0 rows=8 lanes=10       # softmax
+        VEC_BIN op=sub dst=30 src0=0 src1=20 rows=8
+        VEC_UN op=exp dst=30 src=30 rows=8
+        VEC_RED op=sum axis=lanes dst=40 src=30 rows=8 lanes=10
+        VEC_BIN op=div dst=50 src0=30 src1=40 rows=8
+        VEC_RED op=sum axis=lanes dst=60 src=0 rows=8 lanes=10       # layer norm
+        VEC_IMM op=mul dst=60 src=60 rows=8 imm=0.1
+        VEC_BIN op=sub dst=70 src0=0 src1=60 rows=8
+        VEC_BIN op=mul dst=80 src0=70 src1=70 rows=8
+        VEC_RED op=sum axis=lanes dst=90 src=80 rows=8 lanes=10
+        VEC_IMM op=mul dst=90 src=90 rows=8 imm=0.1
+        VEC_IMM op=add dst=90 src=90 rows=8 imm=1e-5
+        VEC_UN op=rsqrt dst=90 src=90 rows=8
+        VEC_BIN op=mul dst=100 src0=70 src1=90 rows=8
+        VEC_BIN op=mul dst=100 src0=100 src1=8 rows=8 src1_bcast=1  # gamma
+        VEC_BIN op=add dst=100 src0=100 src1=9 rows=8 src1_bcast=1  # beta
+        VEC_BIN op=max dst=110 src0=0 src1=4 rows=4                 # max-pool rows i, i+4
+        HALT
+    """)
+    machine = Machine(cfg)
+    x = (rng.standard_normal((8, 16)) * 3).astype(np.float32)
+    x[:, 10:] = 1e30                                            # padding garbage
+    gamma, beta = (rng.standard_normal(16).astype(np.float32) for _ in range(2))
+    machine.ub[0:8], machine.ub[8], machine.ub[9] = x, gamma, beta
+    validate(program, cfg, races=True)
+    ub = machine.run(program).ub
+    v = x[:, :10].astype(np.float64)
+    softmax = np.exp(v - v.max(1, keepdims=True))
+    softmax /= softmax.sum(1, keepdims=True)
+    assert np.allclose(ub[50:58, :10], softmax, rtol=1e-6, atol=1e-7)
+    centered = v - v.mean(1, keepdims=True)
+    norm = centered / np.sqrt((centered ** 2).mean(1, keepdims=True) + 1e-5)
+    assert np.allclose(ub[100:108, :10], norm * gamma[:10] + beta[:10], rtol=1e-5, atol=1e-5)
+    assert np.array_equal(ub[110:114], np.maximum(x[0:4], x[4:8]))
