@@ -1,23 +1,36 @@
 """The `tessel` command line (also `python -m tessel`).
 
-Only `version` exists in this release. The subcommands of ARCHITECTURE.md §9 are
-listed in the help as coming; they are not registered, so calling one is an
-"invalid choice" error rather than a command that pretends to work.
+    tessel dump FILE.py:FN --arg f32[256,784] ... [--stage traced|optimized|all]
+                [--format text|dot|svg] [-o DIR]
+    tessel compile FILE.py:FN --arg ... -o model.tsl [--backend cpu] [--target TRIPLE --cpu NAME]
+    tessel run model.tsl --input a.npy ... [--output DIR]
+    tessel inspect model.tsl [--no-hlo]
+    tessel version
+
+Errors go to stderr with exit code 1 (2 for usage errors). `sim` (systolic artifacts
+and programs) is listed as coming until the systolic backend produces artifacts.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import os
+import re
+import shutil
+import subprocess
 import sys
 
 # Planned subcommands (ARCHITECTURE.md §9), shown in `tessel --help` until they exist.
 PLANNED_COMMANDS = {
-    "dump": "trace FILE.py:FN for given argument shapes and print its HLO (text, DOT, SVG)",
-    "compile": "compile FILE.py:FN ahead of time into a .tsl artifact",
-    "run": "run a .tsl artifact on .npy inputs",
-    "inspect": "show a .tsl artifact's manifest, signature and code",
     "sim": "run a systolic program on the simulated machine; trace and plot it",
 }
+
+_ARG_SPEC = re.compile(r"^\s*([A-Za-z0-9_]+)\s*\[\s*([0-9,\s]*)\]\s*$")
+
+
+class CliError(Exception):
+    """A user-facing error: printed on stderr, exit code 1."""
 
 
 def tessel_version() -> str:
@@ -32,15 +45,209 @@ def tessel_version() -> str:
         return getattr(tessel, "__version__", "unknown")
 
 
+# ----------------------------------------------------------------------------- helpers
+
+def parse_arg_spec(text: str):
+    """'f32[256,784]' -> ShapeDtype((256, 784), f32); 'f32[]' is a scalar."""
+    from .frontend.api import ShapeDtype
+    match = _ARG_SPEC.match(text)
+    if not match:
+        raise CliError(f"--arg {text!r}: expected DTYPE[DIMS], e.g. f32[256,784] or s32[] for a scalar")
+    dims = [d for d in match.group(2).replace(" ", "").split(",") if d]
+    try:
+        return ShapeDtype(tuple(int(d) for d in dims), match.group(1))
+    except (TypeError, ValueError) as e:
+        raise CliError(f"--arg {text!r}: {e}") from e
+
+
+def load_function(target: str):
+    """'path/to/file.py:fn' -> the function object."""
+    path, _, name = target.rpartition(":")
+    if not path or not name:
+        raise CliError(f"{target!r}: expected FILE.py:FUNCTION")
+    if not os.path.isfile(path):
+        raise CliError(f"{path}: no such file")
+    spec = importlib.util.spec_from_file_location(f"tessel_cli_{abs(hash(path))}", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, os.path.dirname(os.path.abspath(path)))
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:  # noqa: BLE001 - the user's file: report, do not crash
+        raise CliError(f"{path}: importing it failed: {type(e).__name__}: {e}") from e
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise CliError(f"{path} has no function {name!r}")
+    return fn
+
+
+def _lower(args: argparse.Namespace):
+    import tessel
+    fn = load_function(args.function)
+    specs = [parse_arg_spec(a) for a in args.arg]
+    try:
+        return tessel.jit(fn, backend=args.backend).lower(*specs)
+    except Exception as e:  # noqa: BLE001 - tracing the user's code
+        raise CliError(f"tracing {args.function} failed: {type(e).__name__}: {e}") from e
+
+
+def _render(module, fmt: str) -> str:
+    from .compiler import graph
+    if fmt == "text":
+        return str(module)
+    dot = graph.to_dot(module)
+    if fmt == "dot":
+        return dot
+    program = shutil.which("dot")
+    if program is None:
+        raise CliError("--format svg needs Graphviz's `dot` program on PATH; use --format dot")
+    return subprocess.run([program, "-Tsvg"], input=dot, capture_output=True, text=True, check=True).stdout
+
+
+# ----------------------------------------------------------------------------- commands
+
 def _cmd_version(args: argparse.Namespace) -> int:
     print(f"tessel {tessel_version()}")
     return 0
 
 
+def _cmd_dump(args: argparse.Namespace) -> int:
+    lowered = _lower(args)
+    stages = {"traced": lowered.module}
+    if args.stage in ("optimized", "all"):
+        from .compiler import pipeline
+        stages["optimized"] = pipeline.optimize(lowered.module, args.backend)[0]
+    if args.stage == "optimized":
+        del stages["traced"]
+    suffix = {"text": "hlo.txt", "dot": "dot", "svg": "svg"}[args.format]
+    for stage, module in stages.items():
+        text = _render(module, args.format)
+        if args.output:
+            os.makedirs(args.output, exist_ok=True)
+            path = os.path.join(args.output, f"{lowered.name}.{stage}.{suffix}")
+            with open(path, "w") as f:
+                f.write(text)
+            print(f"wrote {path}")
+        else:
+            print(f"# {stage}\n{text}")
+    return 0
+
+
+def _cmd_compile(args: argparse.Namespace) -> int:
+    import tessel
+    fn = load_function(args.function)
+    specs = [parse_arg_spec(a) for a in args.arg]
+    try:
+        path = tessel.aot.export(fn, *specs, path=args.output, backend=args.backend,
+                                 target=args.target, cpu=args.cpu, features=args.features)
+    except tessel.aot.ArtifactError as e:
+        raise CliError(str(e)) from e
+    except Exception as e:  # noqa: BLE001 - tracing/compiling the user's code
+        raise CliError(f"compiling {args.function} failed: {type(e).__name__}: {e}") from e
+    print(f"wrote {path} ({os.path.getsize(path)} bytes)")
+    return 0
+
+
+def _open_artifact(path: str):
+    """(manifest, member sizes, hlo) of a checked artifact (hashes and format; the
+    target may be another machine's)."""
+    from .aot import archive, manifest as mf
+    from .aot.errors import ArtifactError
+    try:
+        with archive.Reader(path) as reader:
+            if mf.MANIFEST not in reader.names():
+                raise CliError(f"{path}: no {mf.MANIFEST}; not a tessel artifact")
+            manifest = mf.loads(reader.read(mf.MANIFEST, limit=archive.MAX_MANIFEST_BYTES), path)
+            contents = reader.verify(mf.field(manifest, "members", dict, path), exempt=mf.MANIFEST)
+            signature = mf.signature_from_json(manifest, path)
+    except ArtifactError as e:
+        raise CliError(f"{type(e).__name__}: {e}") from e
+    return manifest, signature, contents
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .runtime import pytree
+    manifest, signature, contents = _open_artifact(args.artifact)
+    target, entry = manifest.get("target", {}), manifest.get("entry", {})
+    print(f"artifact   {args.artifact}")
+    print(f"function   {manifest.get('name')} (C prefix {manifest.get('symbol_prefix')})")
+    print(f"format     {manifest['format']} v{manifest['format_version']}, "
+          f"written by tessel {manifest.get('tessel_version')}")
+    print(f"backend    {manifest.get('backend')}")
+    print(f"target     {target.get('triple')}, CPU {target.get('cpu')}")
+    print(f"needs      {', '.join(target.get('required_features', [])) or 'no CPU features'}")
+    print(f"entry      {entry.get('run')}, scratch {entry.get('scratch_bytes')} bytes")
+    if manifest.get("statics"):
+        print("statics    " + ", ".join(f"{k}={v}" for k, v in manifest["statics"]))
+    print("inputs")
+    for spec in signature.in_specs:
+        print(f"  {spec.path:<28} {spec.aval.dtype.name}{list(spec.aval.dims)}")
+    print("outputs")
+    out_paths = pytree.leaf_paths(signature.out_tree, "output")
+    for path, aval in zip(out_paths, signature.out_avals_flat):
+        print(f"  {path or 'output':<28} {aval.dtype.name}{list(aval.dims)}")
+    print("members")
+    for name, data in sorted(contents.items()):
+        print(f"  {name:<40} {len(data):>10} bytes")
+    hlo = manifest.get("files", {}).get("hlo")
+    if hlo in contents and not args.no_hlo:
+        print("optimized HLO")
+        print(contents[hlo].decode())
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .aot import load
+    from .aot.errors import ArtifactError
+    from .runtime import pytree
+    try:
+        artifact = load(args.artifact)
+    except ArtifactError as e:
+        raise CliError(f"{type(e).__name__}: {e}") from e
+    specs = artifact.signature.in_specs
+    if len(args.input) != len(specs):
+        wanted = ", ".join(f"{s.path} {s.aval.dtype.name}{list(s.aval.dims)}" for s in specs)
+        raise CliError(f"{args.artifact} takes {len(specs)} inputs ({wanted}); given {len(args.input)} --input")
+    leaves = []
+    for path in args.input:
+        try:
+            leaves.append(np.load(path, allow_pickle=False))
+        except (OSError, ValueError) as e:
+            raise CliError(f"--input {path}: cannot read it as .npy: {e}") from e
+    *positional, kwargs = pytree.unflatten(artifact.signature.in_tree, leaves)
+    try:
+        result = artifact(*positional, **kwargs)
+    except TypeError as e:
+        raise CliError(str(e)) from e
+    outputs, out_tree = pytree.flatten(result)
+    names = pytree.leaf_paths(out_tree, "output") or ["output"]
+    for k, (name, value) in enumerate(zip(names, outputs)):
+        summary = ""
+        if value.size and value.dtype.kind in "fiub":
+            summary = f"  min {value.min():.6g}  max {value.max():.6g}  mean {value.astype(np.float64).mean():.6g}"
+        print(f"{name or 'output'}: {value.dtype}{list(value.shape)}{summary}")
+        if args.output:
+            os.makedirs(args.output, exist_ok=True)
+            np.save(os.path.join(args.output, f"output{k}.npy"), value, allow_pickle=False)
+    if args.output:
+        print(f"wrote {len(outputs)} file(s) output0.npy ... to {args.output}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+
 def _epilog() -> str:
     lines = ["coming (not available in this release):"]
     lines += [f"  {name:<10}{text}" for name, text in PLANNED_COMMANDS.items()]
     return "\n".join(lines)
+
+
+def _function_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("function", metavar="FILE.py:FN", help="the function to trace")
+    parser.add_argument("--arg", action="append", default=[], metavar="DTYPE[DIMS]",
+                        help="one per argument, in order: e.g. f32[256,784], s32[] (a scalar)")
+    parser.add_argument("--backend", default="cpu", help="backend to optimize for (default cpu)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +261,33 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     version = commands.add_parser("version", help="print the tessel version")
     version.set_defaults(handler=_cmd_version)
+
+    dump = commands.add_parser("dump", help="trace FILE.py:FN and print its HLO (text, DOT, SVG)")
+    _function_options(dump)
+    dump.add_argument("--stage", choices=("traced", "optimized", "all"), default="traced")
+    dump.add_argument("--format", choices=("text", "dot", "svg"), default="text")
+    dump.add_argument("-o", "--output", metavar="DIR", help="write files here instead of printing")
+    dump.set_defaults(handler=_cmd_dump)
+
+    compile_ = commands.add_parser("compile", help="compile FILE.py:FN ahead of time into a .tsl artifact")
+    _function_options(compile_)
+    compile_.add_argument("-o", "--output", required=True, metavar="MODEL.tsl")
+    compile_.add_argument("--target", metavar="TRIPLE", help="LLVM target triple (default: this host)")
+    compile_.add_argument("--cpu", metavar="NAME", help="LLVM CPU name, e.g. x86-64, x86-64-v3, generic")
+    compile_.add_argument("--features", metavar="+A,+B", help="CPU features, for CPUs tessel has no table for")
+    compile_.set_defaults(handler=_cmd_compile)
+
+    run = commands.add_parser("run", help="run a .tsl artifact on .npy inputs")
+    run.add_argument("artifact", metavar="MODEL.tsl")
+    run.add_argument("--input", action="append", default=[], metavar="A.npy",
+                     help="one per input, in the order `tessel inspect` lists them")
+    run.add_argument("--output", metavar="DIR", help="write output0.npy, output1.npy, ... here")
+    run.set_defaults(handler=_cmd_run)
+
+    inspect = commands.add_parser("inspect", help="show a .tsl artifact's manifest, signature, sizes and HLO")
+    inspect.add_argument("artifact", metavar="MODEL.tsl")
+    inspect.add_argument("--no-hlo", action="store_true", help="leave out the optimized HLO")
+    inspect.set_defaults(handler=_cmd_inspect)
     return parser
 
 
@@ -64,7 +298,11 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exit_:  # argparse exits for --help, --version and usage errors
         return _exit_code(exit_)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except CliError as e:
+        print(f"tessel {args.command}: error: {e}", file=sys.stderr)
+        return 1
 
 
 def _exit_code(exit_: SystemExit) -> int:
