@@ -2,7 +2,7 @@
 
     python -m bench [--only NAME[,NAME]] [--repeat N] [--quick] [--json out.json]
                     [--frameworks numpy,jax,tessel] [--tessel-backend cpu|interpreter]
-    python -m bench --threads          # tessel with TESSEL_NUM_THREADS=1 and =2: the speed-up
+    python -m bench --threads          # tessel alone, child processes with TESSEL_NUM_THREADS=1, =2
 
 For every workload of `bench/workloads.py` each framework's result is checked against
 NumPy's (dtype-aware tolerance, a ✗ and the max error when off), then each framework is
@@ -14,6 +14,12 @@ workload is a loop of calls sized to take a few milliseconds. The table shows me
 ± half the interquartile range, tessel/jax and tessel/numpy time ratios (< 1: tessel is
 faster) and GFLOP/s where the workload counts flops.
 
+tessel runs twice per workload, in the same process on the same compiled program: with
+all the pool's threads (the "tessel" column; TESSEL_NUM_THREADS or the CPUs) and limited
+to one (the "tessel 1T" column, `runtime_support.max_threads(1)`: every loop runs on the
+calling thread). Their ratio is the speed-up column, with the cores the threaded turns
+kept busy (process CPU time / wall time).
+
 A workload tessel cannot compile yet is reported ("tessel: not supported yet (...)"),
 never fatal. These are benchmarks, not tests: timings move with the load average, which
 the header prints.
@@ -21,6 +27,7 @@ the header prints.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import importlib
 import json
@@ -45,7 +52,7 @@ else:
     from .workloads import WORKLOADS, Workload
 
 REPO = Path(__file__).resolve().parents[1]
-FRAMEWORK_NAMES = ("numpy", "jax", "tessel")
+FRAMEWORK_NAMES = ("numpy", "jax", "tessel", "tessel1")
 JAX_MISSING = "jax not installed: pip install -e '.[bench]'"
 ROUNDS = 3
 SETTLE_SECONDS = 0.3            # > OpenBLAS's idle-thread spin (2^28 cycles by default)
@@ -66,6 +73,15 @@ class Framework:
     inputs: Callable                    # NumPy arguments -> the framework's arguments
     jit: Callable                       # (fn, options) -> callable
     finish: Callable                    # a call's result -> the result, computed
+    workload_fn: str = ""               # whose function of the workload it runs (default: name)
+    threads: int | None = None          # tessel: at most this many pool threads per loop
+
+    def turn(self):
+        """The context its calls run in (a thread limit for tessel's 1-thread column)."""
+        if self.threads is None:
+            return contextlib.nullcontext()
+        from tessel.backends.cpu import runtime_support
+        return runtime_support.max_threads(self.threads)
 
 
 def _jax_missing() -> str | None:
@@ -105,6 +121,9 @@ FRAMEWORKS = {
     "numpy": Framework("numpy", "numpy", lambda: None, _identity, lambda fn, options: fn, _identity),
     "jax": Framework("jax", "jax.jit", _jax_missing, _jax_inputs, _jax_jit, _jax_finish),
     "tessel": Framework("tessel", "tessel", lambda: None, _identity, _tessel_jit, _identity),
+    # the same compiled program as "tessel", every loop on the calling thread
+    "tessel1": Framework("tessel1", "tessel 1T", lambda: None, _identity, _tessel_jit, _identity,
+                         workload_fn="tessel", threads=1),
 }
 
 
@@ -217,11 +236,12 @@ def in_rounds(calls: dict[str, Callable], outcomes: dict[str, Outcome], repeat: 
                 continue
             time.sleep(settle)
             try:
-                call()                           # warm again: caches, pool, pages
-                for _ in range(n):
-                    wall, used = time_calls(call, outcome.calls_per_sample)
-                    outcome.samples.append(wall)
-                    cpu[name] += used
+                with FRAMEWORKS[name].turn():
+                    call()                       # warm again: caches, pool, pages
+                    for _ in range(n):
+                        wall, used = time_calls(call, outcome.calls_per_sample)
+                        outcome.samples.append(wall)
+                        cpu[name] += used
             except Exception as e:               # noqa: BLE001 - reported, never fatal
                 outcomes[name] = Outcome("failed", f"failed while timed ({short_error(e)})")
     for name, outcome in outcomes.items():
@@ -259,19 +279,33 @@ def run_workload(w: Workload, frameworks: list[str], options) -> dict[str, Outco
     want = w.function("numpy", options.quick)(*args)
     outcomes, calls = {}, {}
     for name in frameworks:
-        framework, fn = FRAMEWORKS[name], w.function(name, options.quick)
+        framework = FRAMEWORKS[name]
+        source = framework.workload_fn or name
+        fn = w.function(source, options.quick)
         missing = framework.missing()
         if missing or fn is None:
             outcomes[name] = Outcome("missing" if missing else "n/a", missing or "")
             continue
         if w.kind == "compile":
-            outcomes[name] = cold_compiles(framework, fn, args, want, options) if name != "numpy" \
-                else Outcome("n/a")
+            outcomes[name] = cold_compiles(framework, fn, args, want, options) \
+                if name not in ("numpy", "tessel1") else Outcome("n/a")
             continue
         try:
-            calls[name], got = first_call(framework, fn, args, options)
+            if source != name and source in calls:      # the program compiled already
+                calls[name] = calls[source]
+                with framework.turn():
+                    got = calls[name]()
+            elif source != name and source in outcomes:  # it did not compile
+                outcomes[name] = Outcome(outcomes[source].status, outcomes[source].note)
+                continue
+            else:
+                with framework.turn():
+                    calls[name], got = first_call(framework, fn, args, options)
         except _FirstCallError as e:
             outcomes[name] = _failure(name, e.__cause__, e.compiled)
+            continue
+        except Exception as e:                   # noqa: BLE001 - reported, never fatal
+            outcomes[name] = _failure(name, e, compiled=True)
             continue
         outcomes[name] = Outcome()
         if name != "numpy":                      # numpy is the reference
@@ -349,10 +383,19 @@ def header(frameworks, options) -> list[str]:
     return [f"tessel bench: {os.cpu_count()} CPUs ({_cpu_name()}), Python {platform.python_version()}",
             f"load average at start: {load} (1/5/15 min)",
             ", ".join(versions),
-            f"TESSEL_NUM_THREADS={os.environ.get('TESSEL_NUM_THREADS', 'unset')}; "
+            f"TESSEL_NUM_THREADS={os.environ.get('TESSEL_NUM_THREADS', 'unset')}"
+            + (f" (tessel pool: {tessel_threads(options)} threads)" if tessel_threads(options) else "") + "; "
             f"times: median of {options.repeat} samples after warm-up, in {min(ROUNDS, options.repeat)} "
             f"interleaved rounds, ± half the IQR; ratios < 1: tessel faster"
             + ("; --quick sizes" if options.quick else "")]
+
+
+def tessel_threads(options) -> int | None:
+    """Threads tessel's CPU pool has (TESSEL_NUM_THREADS, else the usable CPUs)."""
+    if options.tessel_backend != "cpu":
+        return None
+    from tessel.backends.cpu import runtime_support
+    return runtime_support.num_threads()
 
 
 def _cpu_name() -> str:
@@ -389,23 +432,39 @@ def table(rows: list[list[str]], head: list[str]) -> list[str]:
     return [fmt(head), "-" * len(fmt(head))] + [fmt(r) for r in rows]
 
 
+def speedup(one: Outcome | None, many: Outcome | None) -> str:
+    """tessel's 1-thread time over its threaded time, and the cores the threaded turns used."""
+    if one is None or many is None or not (one.timed and many.timed):
+        return "—"
+    busy = f", {many.cores_busy:.2f} busy" if many.cores_busy is not None else ""
+    return f"{one.median / many.median:.2f}x{busy}"
+
+
 def report(results: list[tuple[Workload, dict[str, Outcome]]], frameworks, options) -> list[str]:
-    tessel_column = f"tessel ({options.tessel_backend})"
-    columns = {"numpy": "numpy", "jax": "jax.jit", "tessel": tessel_column}
-    head = ["workload"] + [columns[n] for n in frameworks]
+    threads = tessel_threads(options)
+    tessel_column = f"tessel ({options.tessel_backend}" + (f", {threads}T)" if threads else ")")
+    columns = {"numpy": "numpy", "jax": "jax.jit", "tessel1": "tessel 1T", "tessel": tessel_column}
+    shown = sorted(frameworks, key=("numpy", "jax", "tessel1", "tessel").index)
+    head = ["workload"] + [columns[n] for n in shown]
+    if "tessel1" in frameworks and "tessel" in frameworks:
+        head.append(f"{threads}T/1T speed-up")
     if "tessel" in frameworks:
         head += [f"tessel/{n}" for n in ("jax", "numpy") if n in frameworks]
-    head.append("GFLOP/s " + "/".join(frameworks))
+    flop_columns = [n for n in shown if n != "tessel1"]
+    head.append("GFLOP/s " + "/".join(flop_columns))
     rows, notes = [], []
     for w, outcomes in results:
-        row = [w.title(options.quick)] + [cell(outcomes.get(n)) for n in frameworks]
+        row = [w.title(options.quick)] + [cell(outcomes.get(n)) for n in shown]
+        if "tessel1" in frameworks and "tessel" in frameworks:
+            row.append(speedup(outcomes.get("tessel1"), outcomes.get("tessel")))
         if "tessel" in frameworks:
             row += [ratio(outcomes["tessel"], outcomes[n]) for n in ("jax", "numpy") if n in frameworks]
-        row.append(gflops(w, outcomes, frameworks, options.quick))
+        row.append(gflops(w, outcomes, flop_columns, options.quick))
         rows.append(row)
         for n in frameworks:
             o = outcomes.get(n)
-            if o is not None and o.note and o.status not in ("missing", "n/a"):
+            if o is not None and o.note and o.status not in ("missing", "n/a") \
+                    and not (n == "tessel1" and o.note == outcomes.get("tessel", Outcome()).note):
                 notes.append(f"  {w.name}: {n}: {o.note}")
     for n in frameworks:
         missing = {o.note for _, outcomes in results for o in [outcomes.get(n)]
@@ -492,7 +551,8 @@ def parse_args(argv):
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--frameworks", metavar="NAME[,NAME]", default=",".join(FRAMEWORK_NAMES),
                         type=lambda s: [n for n in s.split(",") if n],
-                        help="comma-separated subset of numpy,jax,tessel (all)")
+                        help="comma-separated subset of numpy,jax,tessel,tessel1 (all; tessel1 "
+                             "is tessel on one thread, skipped when the pool has one)")
     parser.add_argument("--tessel-backend", default="cpu", choices=["cpu", "interpreter"],
                         help="tessel.jit backend (cpu)")
     parser.add_argument("--threads", action="store_true",
@@ -517,6 +577,8 @@ def main(argv=None) -> int:
     if options.threads:
         return threads_mode(selected, options)
     frameworks = [n for n in FRAMEWORK_NAMES if n in options.frameworks]
+    if "tessel1" in frameworks and (tessel_threads(options) or 1) <= 1:
+        frameworks.remove("tessel1")        # one thread is all tessel has: one column
     for line in header(frameworks, options):
         print(line, flush=True)
     results = []

@@ -48,3 +48,24 @@ def test_check_is_dtype_aware(got, agrees):
     run.check(outcome, got, np.float32([1, 2, 3]))
     assert outcome.agrees is agrees
     assert (outcome.note.startswith("✗") or "gives" in outcome.note) is not agrees
+
+
+def test_cpu_tessel_runs_with_the_pool_and_on_one_thread_side_by_side(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TESSEL_NUM_THREADS", "2")
+    out = tmp_path / "bench.json"
+    assert run.main(["--quick", "--repeat", "1", "--only", "chain,softmax", "--frameworks",
+                     "numpy,tessel,tessel1", "--json", str(out)]) == 0
+    for r in json.loads(out.read_text())["workloads"]:
+        for name in ("tessel", "tessel1"):
+            outcome = r["frameworks"][name]
+            assert outcome["status"] == "ok" and outcome["agrees"], (r["name"], name, outcome)
+    printed = capsys.readouterr().out
+    assert "tessel 1T" in printed and "2T/1T speed-up" in printed and "tessel (cpu, 2T)" in printed
+
+
+def test_one_thread_column_is_dropped_when_the_pool_has_one_thread(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("TESSEL_NUM_THREADS", "1")
+    assert run.main(["--quick", "--repeat", "1", "--only", "dispatch", "--frameworks",
+                     "numpy,tessel,tessel1"]) == 0
+    printed = capsys.readouterr().out
+    assert "tessel 1T" not in printed and "tessel (cpu, 1T)" in printed

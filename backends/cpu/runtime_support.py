@@ -24,6 +24,7 @@ modules, so a JIT program cannot simply name a symbol of another engine):
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import os
 import threading
@@ -47,6 +48,7 @@ _SIGNATURES = {
     "tessel_pool_size": (ctypes.c_int, ()),
     "tessel_pool_shutdown": (None, ()),
     "tessel_pool_set_spin_us": (None, (ctypes.c_int,)),
+    "tessel_pool_set_max_threads": (ctypes.c_int, (ctypes.c_int,)),
 }
 
 
@@ -110,7 +112,8 @@ def init_pool(n_threads: int | None = None) -> int:
 
 
 def pool_size() -> int:
-    """Threads a parallel_for uses now, the caller included (1 before `init_pool`)."""
+    """Threads a parallel_for uses now, the caller included (1 before `init_pool`; at
+    most the `set_max_threads` limit)."""
     return _native("tessel_pool_size")()
 
 
@@ -123,6 +126,26 @@ def shutdown_pool() -> None:
 def set_spin_us(microseconds: int) -> None:
     """How long idle threads poll for work before they sleep (threadpool.DEFAULT_SPIN_US)."""
     _native("tessel_pool_set_spin_us")(max(0, min(int(microseconds), 2**31 - 1)))
+
+
+def set_max_threads(n: int | None) -> int | None:
+    """Use at most `n` of the pool's threads per loop from now on (None or <= 0: all);
+    returns the previous limit. Programs compiled for more threads stay correct: with
+    1, every loop runs inline on the calling thread. The pool itself keeps its size."""
+    limit = 0 if n is None else max(0, min(int(n), threadpool.MAX_THREADS))
+    previous = _native("tessel_pool_set_max_threads")(limit)
+    return previous or None
+
+
+@contextlib.contextmanager
+def max_threads(n: int | None):
+    """`with max_threads(1):` runs the block's loops on the calling thread alone (e.g. to
+    time one thread against the pool in one process); the previous limit is restored."""
+    previous = set_max_threads(n)
+    try:
+        yield
+    finally:
+        set_max_threads(previous)
 
 
 def parallel_for_address() -> int:

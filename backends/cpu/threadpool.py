@@ -14,6 +14,8 @@ Exported C ABI (see `EXPORTS`):
     int  tessel_pool_size(void);
     void tessel_pool_shutdown(void);
     void tessel_pool_set_spin_us(int us);    /* how long idle threads spin before sleeping */
+    int  tessel_pool_set_max_threads(int n); /* threads per job from now, <= 0: all; returns
+                                                the previous limit */
     void tessel_pool_after_fork_child(void); /* forget the workers a fork left behind */
 
 Synchronization: the hot path is atomics only. A job is published by bumping a
@@ -36,6 +38,7 @@ EXPORTS = (
     "tessel_pool_size",
     "tessel_pool_shutdown",
     "tessel_pool_set_spin_us",
+    "tessel_pool_set_max_threads",
     "tessel_pool_after_fork_child",
 )
 
@@ -155,12 +158,14 @@ $spin_hint_decl
 @pool.caller_asleep = internal global i32 0, align 64  ; callers blocked on @pool.done_cond
 @pool.stop = internal global i32 0, align 64           ; workers exit at the next generation
 @pool.spin_ns = internal global i64 $default_spin_ns, align 64
+@pool.limit = internal global i32 0, align 64          ; max threads per job; 0: all
+@pool.joined = internal global i64 0, align 64         ; generation << 32 | workers in the job
 @pool.workers = internal global i32 0, align 4         ; threads created (size - 1)
 @pool.threads = internal global ptr null, align 8      ; pthread_t[workers]
 
 ; The current job, on one cache line with the generation that announces it (one miss
 ; for a waking worker). Rewritten only once every chunk of the previous job is done.
-%pool.Job = type { i64, ptr, ptr, i64, i64, i64 }
+%pool.Job = type { i64, ptr, ptr, i64, i64, i64, i64 }
 @pool.job = internal global %pool.Job zeroinitializer, align 64
 @pool.generation = internal alias i64, ptr @pool.job     ; +1 per job, and at shutdown
 @pool.job.fn = internal alias ptr, getelementptr inbounds (%pool.Job, ptr @pool.job, i32 0, i32 1)
@@ -170,6 +175,8 @@ $spin_hint_decl
 ; one also takes n % chunk)
 @pool.job.chunk = internal alias i64, getelementptr inbounds (%pool.Job, ptr @pool.job, i32 0, i32 4)
 @pool.job.chunks = internal alias i64, getelementptr inbounds (%pool.Job, ptr @pool.job, i32 0, i32 5)
+; workers that may take part besides the caller (the job's threads - 1)
+@pool.job.workers = internal alias i64, getelementptr inbounds (%pool.Job, ptr @pool.job, i32 0, i32 6)
 
 @pool.mutex = internal global [$sync_bytes x i8] zeroinitializer, align 64
 @pool.work_cond = internal global [$sync_bytes x i8] zeroinitializer, align 64
@@ -323,6 +330,38 @@ none:
   ret i64 -1
 }
 
+; Join the job of generation %generation as one of its @pool.job.workers workers: true
+; if there was a place left (a pool limited by tessel_pool_set_max_threads has more
+; threads than a job may use). Tagged like the claim word, so a late thread that read
+; a newer job's fields cannot take a place in it.
+define internal i1 @pool.join(i64 %generation) nounwind {
+entry:
+  %tag = shl i64 %generation, 32
+  %places = load atomic i64, ptr @pool.job.workers acquire, align 8
+  %first = load atomic i64, ptr @pool.joined monotonic, align 8
+  br label %try
+try:
+  %word = phi i64 [ %first, %entry ], [ %seen, %retry ]
+  %word.tag = and i64 %word, -4294967296
+  %ours = icmp eq i64 %word.tag, %tag
+  %count = and i64 %word, 4294967295
+  %free = icmp slt i64 %count, %places
+  %open = and i1 %ours, %free
+  br i1 %open, label %swap, label %full
+swap:
+  %next = add nuw i64 %word, 1
+  %pair = cmpxchg ptr @pool.joined, i64 %word, i64 %next monotonic monotonic
+  %won = extractvalue { i64, i1 } %pair, 1
+  br i1 %won, label %joined, label %retry
+retry:
+  %seen = extractvalue { i64, i1 } %pair, 0
+  br label %try
+joined:
+  ret i1 true
+full:
+  ret i1 false
+}
+
 ; Run chunks of the job of generation %generation until none is left. The caller of
 ; the job runs this too; a worker that comes late finds nothing to claim.
 define internal void @pool.run_chunks(i64 %generation) nounwind {
@@ -362,13 +401,16 @@ entry:
   %first = ptrtoint ptr %arg to i64
   br label %idle
 idle:
-  %seen = phi i64 [ %first, %entry ], [ %generation, %work ]
+  %seen = phi i64 [ %first, %entry ], [ %generation, %work ], [ %generation, %join ]
   call void @pool.wait(ptr @pool.generation, i64 %seen, i1 false, ptr @pool.work_cond,
                        ptr @pool.sleepers)
   %generation = load atomic i64, ptr @pool.generation acquire, align 8
   %stop = load atomic i32, ptr @pool.stop acquire, align 4
   %stopping = icmp ne i32 %stop, 0
-  br i1 %stopping, label %exit, label %work
+  br i1 %stopping, label %exit, label %join
+join:
+  %place = call i1 @pool.join(i64 %generation)
+  br i1 %place, label %work, label %idle
 work:
   call void @pool.run_chunks(i64 %generation)
   br label %idle
@@ -395,18 +437,33 @@ entry:
   %generation = add i64 %current, 1
   %tag = shl i64 %generation, 32
   store atomic i64 %tag, ptr @pool.claim monotonic, align 8
+  store atomic i64 %tag, ptr @pool.joined monotonic, align 8
   store atomic i64 0, ptr @pool.done monotonic, align 8
+  %workers = sub nsw i64 %threads, 1
   store atomic ptr %fn, ptr @pool.job.fn release, align 8
   store atomic ptr %ctx, ptr @pool.job.ctx release, align 8
   store atomic i64 %n, ptr @pool.job.n release, align 8
   store atomic i64 %chunk, ptr @pool.job.chunk release, align 8
   store atomic i64 %chunks, ptr @pool.job.chunks release, align 8
+  store atomic i64 %workers, ptr @pool.job.workers release, align 8
   %old = atomicrmw add ptr @pool.generation, i64 1 seq_cst
   call void @pool.wake(ptr @pool.work_cond, ptr @pool.sleepers)
   call void @pool.run_chunks(i64 %generation)
   call void @pool.wait(ptr @pool.done, i64 %chunks, i1 true, ptr @pool.done_cond,
                        ptr @pool.caller_asleep)
   ret void
+}
+
+; Threads a job uses now: the pool's size (0 when down), at most the limit if one is set.
+define internal i32 @pool.threads_per_job() nounwind {
+entry:
+  %size = load atomic i32, ptr @pool.size acquire, align 4
+  %limit = load atomic i32, ptr @pool.limit monotonic, align 4
+  %limited = icmp sgt i32 %limit, 0
+  %below = icmp slt i32 %limit, %size
+  %use.limit = and i1 %limited, %below
+  %threads = select i1 %use.limit, i32 %limit, i32 %size
+  ret i32 %threads
 }
 
 define void @tessel_parallel_for(ptr %fn, ptr %ctx, i64 %n, i64 %grain) nounwind {
@@ -419,7 +476,7 @@ sized:
   %small = icmp sle i64 %n, %grain.1
   br i1 %small, label %inline, label %pool
 pool:
-  %size.seen = load atomic i32, ptr @pool.size acquire, align 4
+  %size.seen = call i32 @pool.threads_per_job()
   %alone = icmp sle i32 %size.seen, 1
   br i1 %alone, label %inline, label %claim
 claim:
@@ -429,7 +486,7 @@ claim:
   %owner = extractvalue { i32, i1 } %pair, 1
   br i1 %owner, label %owned, label %inline
 owned:
-  %size = load atomic i32, ptr @pool.size acquire, align 4   ; shutdown may have won
+  %size = call i32 @pool.threads_per_job()                   ; shutdown may have won
   %up = icmp sgt i32 %size, 1
   br i1 %up, label %parallel, label %release
 parallel:
@@ -552,7 +609,7 @@ start:
 
 define i32 @tessel_pool_size() nounwind {
 entry:
-  %size = load atomic i32, ptr @pool.size acquire, align 4
+  %size = call i32 @pool.threads_per_job()
   %up = icmp sgt i32 %size, 1
   %threads = select i1 %up, i32 %size, i32 1
   ret i32 %threads
@@ -629,6 +686,14 @@ entry:
   ret void
 }
 
+define i32 @tessel_pool_set_max_threads(i32 %n) nounwind {
+entry:
+  %negative = icmp slt i32 %n, 0
+  %limit = select i1 %negative, i32 0, i32 %n
+  %previous = atomicrmw xchg ptr @pool.limit, i32 %limit monotonic
+  ret i32 %previous
+}
+
 ; In a forked child only the forking thread exists: forget the workers (no join, and the
 ; pthread_t array is left alone rather than freed) and reset every word, so that the pool
 ; reads as down, parallel_for runs inline and tessel_pool_init starts a fresh pool.
@@ -639,6 +704,7 @@ entry:
   store atomic i32 0, ptr @pool.size monotonic, align 4
   store atomic i32 0, ptr @pool.busy monotonic, align 4
   store atomic i64 0, ptr @pool.claim monotonic, align 8
+  store atomic i64 0, ptr @pool.joined monotonic, align 8
   store atomic i64 0, ptr @pool.done monotonic, align 8
   store atomic i32 0, ptr @pool.sleepers monotonic, align 4
   store atomic i32 0, ptr @pool.caller_asleep monotonic, align 4

@@ -410,6 +410,36 @@ def test_workers_take_part(kernels, pool_of, spin_us):
     assert max(threads_per_run) == 2, "every chunk ran on the calling thread"
 
 
+@pytest.mark.parametrize("limit", [1, 2])
+def test_max_threads_caps_the_threads_of_each_loop(kernels, pool_of, limit):
+    pool_of(3)
+    with runtime_support.max_threads(limit):
+        assert runtime_support.pool_size() == limit
+        used = set()
+        for _ in range(5):
+            ids = kernels.who(24, 300_000)
+            assert (ids != 0).all()
+            used.add(len(set(ids.tolist())))
+        out, (calls, *_) = kernels.fill(100_003, 1)
+        np.testing.assert_array_equal(out, expected_fill(100_003))
+    assert max(used) <= limit
+    if limit == 1:
+        assert calls == 1, "one thread: the loop runs inline, in one piece"
+    assert runtime_support.pool_size() == 3                  # the limit is lifted again
+    assert runtime_support.set_max_threads(None) is None
+
+
+def test_max_threads_above_the_pool_size_uses_the_pool(kernels, pool_of):
+    pool_of(2)
+    previous = runtime_support.set_max_threads(8)
+    try:
+        assert runtime_support.pool_size() == 2
+        out, _ = kernels.fill(10_000, 1)
+        np.testing.assert_array_equal(out, expected_fill(10_000))
+    finally:
+        runtime_support.set_max_threads(previous)
+
+
 # ---------------------------------------------------------------- robustness
 @pytest.mark.parametrize("threads, spin_us", [(2, threadpool.DEFAULT_SPIN_US), (2, 0), (3, 0)])
 def test_ten_thousand_tiny_loops_do_not_deadlock(kernels, pool_of, threads, spin_us):
