@@ -27,10 +27,8 @@ a value is a scalar of its register type, or a <width x T> vector of it. Every r
 Semantics follow the interpreter (backends/interpreter/elementwise.py): wrapping
 integer arithmetic; integer x / 0 = -1 (all ones), x % 0 = x, MIN / -1 = MIN;
 NaN-propagating maximum/minimum/clamp; round half to even; convert float -> int
-truncates and saturates, NaN -> 0; transcendental functions come from `mathlib`
-(polynomials in IR, no libm). atan2 is the exception: mathlib has no atan2 yet, so each
-lane calls libm's `atan2` in double precision (correctly rounded like the interpreter,
-but scalar; see `_atan2`).
+truncates and saturates, NaN -> 0; transcendental functions, atan2 and float remainder
+(C fmod) come from `mathlib` (vector IR, no libm calls).
 """
 from __future__ import annotations
 
@@ -369,7 +367,8 @@ def _divide(e, dtype, x, y):
 
 
 def _remainder(e, dtype, x, y):
-    return e.b.frem(x, y) if dtype.is_float else _int_divmod(e, dtype, x, y)[1]
+    # float: mathlib's exact vector fmod (LLVM's frem would call fmodf once per lane)
+    return e.mathlib.call(e.b, "remainder", x, y) if dtype.is_float else _int_divmod(e, dtype, x, y)[1]
 
 
 def _power(e, dtype, x, y):
@@ -416,23 +415,7 @@ _minimum = _extreme("minimum", "smin", "umin", "and_")
 
 
 def _atan2(e: Emit, dtype: DType, y, x):
-    """Per lane: libm atan2 in double, rounded once to the result type. (A gap: mathlib
-    has no vector atan2 yet; this is the only libm call a kernel makes.)"""
-    b = e.b
-    lanes = [(b.extract_element(y, ir.Constant(I32, k)), b.extract_element(x, ir.Constant(I32, k)))
-             for k in range(e.width)] if e.width > 1 else [(y, x)]
-    out = ir.Constant(y.type, ir.Undefined)
-    scalar = Emit(b, 1, e.mathlib)
-    results = []
-    for yl, xl in lanes:
-        yd, xd = (v if v.type == DOUBLE else b.fpext(v, DOUBLE) for v in (yl, xl))
-        r = intrinsic(b, "atan2", DOUBLE, [yd, xd])
-        results.append(convert(scalar, dtypes.f64, dtype, r))
-    if e.width == 1:
-        return results[0]
-    for k, r in enumerate(results):
-        out = b.insert_element(out, r, ir.Constant(I32, k))
-    return out
+    return e.mathlib.call(e.b, "atan2", y, x)
 
 
 BINARY: dict[str, Rule] = {

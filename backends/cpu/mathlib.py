@@ -29,6 +29,14 @@ Methods (docs/cpu-math.md has the accuracy tables and ranges):
   polynomials, then the quadrant.
 - power: exp(y log|x|) with the IEEE special cases of pow. f32 computes log and exp in
   f64; f64 carries log|x| and y log|x| as double-double into exp.
+- atan2: a = min(|x|,|y|) / max(|x|,|y|) in [0, 1] reduced fdlibm-style to |u| <= 7/16
+  (atan a = atan c + atan u, c in {0, 1/2, 1}, u formed from x and y with one rounding
+  in the denominator), atan u by an odd minimax series; then the octant (pi/2 - t,
+  pi - t, pi/2 + t) in double-double and the sign of y. f32 runs in f64.
+- remainder (C fmod, the dividend's sign): exact. |x| mod |y| by steps that subtract
+  q t, t = |y| 2^s scaled to keep the quotient q below 2^(p-1), so q t and the
+  difference are exact (FMA); a data-dependent loop of ceil(exponent gap / (p - 2))
+  steps, one for quotients below 2^(p-1). f32 runs in f64 (exact, fewer steps).
 
 The coefficients are minimax (Remez) fits made with the script in docs/cpu-math.md;
 the splits of ln2, pi/2, 2/pi and 2/sqrt(pi) are derived below from exact big-integer
@@ -104,6 +112,7 @@ def _arctan_series(n: int, alternate: bool) -> int:
 
 _PI = Fraction(16 * _arctan_series(5, True) - 4 * _arctan_series(239, True), 1 << _BITS)  # Machin
 _LN2 = Fraction(2 * _arctan_series(3, False), 1 << _BITS)                            # 2 atanh(1/3)
+_ATAN_HALF = Fraction(_arctan_series(2, True), 1 << _BITS)                           # atan(1/2)
 
 
 def _round(value: Fraction, bits: int) -> float:
@@ -160,12 +169,15 @@ class Params:
     cos_poly: tuple[float, ...]      # cos(r) = 1 - z/2 + z^2 C(z)
     erf_poly: tuple[float, ...]      # erf(x) = x (2/sqrt(pi) + t E(t)), t = x^2, |x| < 1
     erf_pieces: tuple[ErfPiece, ...]
+    atan_poly: tuple[float, ...]     # atan(u) = u + u z A(z), z = u^2, |u| <= 7/16, in f64
+                                     # (f32's atan2 runs in f64: a shorter fit suffices)
 
 
 # Minimax fits, output of the script in docs/cpu-math.md, with the weighted error of the
 # rounded coefficients: f32 expm1 2^-28.8, log 2^-28.8, sin 2^-31.0, cos 2^-31.8, erf
 # 2^-28.9 / 2^-29.4 / 2^-40.7; f64 expm1 2^-59.9, log 2^-69.0 (2^-59.7 with 2/3 rounded),
-# sin 2^-59.1, cos 2^-63.0, erf 2^-57.5 / 2^-57.3 / 2^-63.9 / 2^-72.6.
+# sin 2^-59.1, cos 2^-63.0, erf 2^-57.5 / 2^-57.3 / 2^-63.9 / 2^-72.6; atan (both in f64)
+# 2^-33.8 for f32's atan2, 2^-59.5 for f64's.
 PARAMS = {
     "f32": Params(
         exp_range=(-104.0, 89.0),
@@ -193,6 +205,8 @@ PARAMS = {
                                  3.107221709797159e-05, -8.023896953091025e-05,
                                  -3.203325468348339e-05)),
         ),
+        atan_poly=(-0.3333333320458751, 0.19999927940180123, -0.14282072647145905,
+                   0.11040617291340625, -0.0843508243164157, 0.04632100550961003),
     ),
     "f64": Params(
         exp_range=(-746.0, 710.0),
@@ -244,6 +258,10 @@ PARAMS = {
                                  1.8114178577282378e-10, -2.866478177042719e-11,
                                  6.377054684601372e-12, -1.315166726155136e-12)),
         ),
+        atan_poly=(-0.3333333333333333, 0.1999999999998896, -0.14285714283827916,
+                   0.11111110982260008, -0.0909090434327194, 0.07692200760119752,
+                   -0.0666509681202562, 0.05866825288914987, -0.05158360049166151,
+                   0.042811427111940394, -0.028768518386591075, 0.010855600740090265),
     ),
 }
 
@@ -257,6 +275,10 @@ class Splits:
     two_over_pi: float
     two_over_sqrt_pi: tuple[float, float]
     two_thirds: tuple[float, float]
+    pio2_pair: tuple[float, float]        # pi/2, pi/4, pi and atan(1/2) as hi + lo
+    pio4_pair: tuple[float, float]
+    pi_pair: tuple[float, float]
+    atan_half: tuple[float, float]
 
 
 @lru_cache(maxsize=None)
@@ -269,7 +291,9 @@ def splits(fmt: Format) -> Splits:
     return Splits(ln2=ln2, log2e=_round(1 / _LN2, fmt.precision), pio2=(p1, p2, p3),
                   two_over_pi=_round(2 / _PI, fmt.precision),
                   two_over_sqrt_pi=_split(2 / _sqrt(_PI), fmt),
-                  two_thirds=_split(Fraction(2, 3), fmt))
+                  two_thirds=_split(Fraction(2, 3), fmt),
+                  pio2_pair=_split(_PI / 2, fmt), pio4_pair=_split(_PI / 4, fmt),
+                  pi_pair=_split(_PI, fmt), atan_half=_split(_ATAN_HALF, fmt))
 
 
 # ------------------------------------------------------------------------------- lanes
@@ -333,6 +357,7 @@ class Lanes:
 
     def abs(self, a): return self.call("llvm.fabs", a)
     def rint(self, a): return self.call("llvm.rint", a)
+    def trunc(self, a): return self.call("llvm.trunc", a)
     def copysign(self, magnitude, sign): return self.call("llvm.copysign", magnitude, sign)
 
     def call(self, intrinsic: str, *args):
@@ -784,6 +809,123 @@ def _power_specials(L: Lanes, x, y, magnitude) -> ir.Value:
     return L.select(one, 1.0, result)
 
 
+# ------------------------------------------------------------------------------- atan2
+
+def _atan2_f64(L: Lanes, y, x) -> ir.Value:
+    """|atan2(y, x)|, the angle of (x, |y|) in [0, pi] (C99's, for zeros and infinities
+    too); NaN operands are left to the caller."""
+    ax, ay = L.abs(x), L.abs(y)
+    swap = L.gt(ay, ax)                                         # octant: |y| > |x|
+    mx, mn = L.select(swap, ay, ax), L.select(swap, ax, ay)
+    both_inf = L.both(L.eq(mx, float("inf")), L.eq(mn, float("inf")))
+    mx = L.select(both_inf, 1.0, L.select(L.eq(mx, 0.0), 1.0, mx))  # atan2(±inf, ±inf), (0, 0)
+    mn = L.select(both_inf, 1.0, mn)
+    t_hi, t_lo = _atan_ratio(L, mn, mx)
+    # (x < 0, swap) -> t, pi/2 - t, pi - t, pi/2 + t: offset + sign t in double-double
+    negative_x = L.b.icmp_signed("<", L.bits(x), L.i(0))       # sign bit: -0 counts
+    pio2, pi = L.splits.pio2_pair, L.splits.pi_pair
+    off_hi = L.select(swap, pio2[0], L.select(negative_x, pi[0], 0.0))
+    off_lo = L.select(swap, pio2[1], L.select(negative_x, pi[1], 0.0))
+    flip = L.b.xor(swap, negative_x)
+    s_hi, s_lo = L.select(flip, L.neg(t_hi), t_hi), L.select(flip, L.neg(t_lo), t_lo)
+    hi, err = _two_sum(L, off_hi, s_hi)
+    return L.add(hi, L.add(err, L.add(off_lo, s_lo)))
+
+
+def _atan_ratio(L: Lanes, mn, mx) -> tuple[ir.Value, ir.Value]:
+    """atan(mn / mx) as hi + lo for 0 <= mn <= mx (finite, mx > 0), fdlibm's reduction:
+    below 7/16 directly; below 11/16 atan(1/2) + atan((2mn - mx) / (2mx + mn)); else
+    pi/4 + atan((mn - mx) / (mn + mx)). The numerators are exact (Sterbenz), so u has
+    two roundings; |u| <= 7/16 everywhere."""
+    a = L.div(mn, mx)
+    big = L.ge(a, 11.0 / 16.0)
+    middle = L.both(L.ge(a, 7.0 / 16.0), L.not_(big))
+    # mn + mx and 2 mx + mn may overflow near the top of the range: scale by 1/4 (exact)
+    scale = L.select(L.gt(mx, 2.0 ** (L.fmt.bias - 2)), 0.25, 1.0)
+    smn, smx = L.mul(mn, scale), L.mul(mx, scale)
+    numerator = L.select(big, L.sub(smn, smx), L.sub(L.add(smn, smn), smx))
+    denominator = L.select(big, L.add(smn, smx), L.fma(smx, 2.0, smn))
+    reduced = L.either(big, middle)
+    u = L.select(reduced, L.div(numerator, denominator), a)
+    z = L.mul(u, u)
+    tail = L.mul(L.mul(u, z), L.poly(z, L.params.atan_poly))   # atan u - u
+    pio4, half = L.splits.pio4_pair, L.splits.atan_half
+    base_hi = L.select(big, pio4[0], L.select(middle, half[0], 0.0))
+    base_lo = L.select(big, pio4[1], L.select(middle, half[1], 0.0))
+    hi, err = _two_sum(L, base_hi, u)
+    return hi, L.add(tail, L.add(err, base_lo))
+
+
+def _in_f64(L: Lanes, rule: Callable, *args) -> ir.Value:
+    """`rule(lanes, *args)` on f64 lanes: f32 operands widened (exact), the result
+    rounded once. Signs and NaNs are then set in L's own format: narrowing LLVM may do
+    on a copysign or select around the conversions could need a libcall (f64 -> f16)."""
+    if L.fmt is F64:
+        return rule(L, *args)
+    W = L.like(F64)
+    W.params = L.params          # f32's coefficients are fitted for this f64 evaluation
+    return L.b.fptrunc(rule(W, *[L.b.fpext(a, W.ty) for a in args]), L.ty)
+
+
+def _atan2(L: Lanes, y, x) -> ir.Value:
+    angle = L.copysign(_in_f64(L, _atan2_f64, y, x), y)
+    return L.select(L.either(L.isnan(x), L.isnan(y)), L.add(x, y), angle)
+
+
+# -------------------------------------------------------------------- remainder (fmod)
+
+def _exponent(L: Lanes, v) -> ir.Value:
+    """floor(log2 v) as integer lanes for finite v > 0 (subnormals included)."""
+    tiny = L.lt(v, L.fmt.min_normal)
+    scaled = L.select(tiny, L.mul(v, 2.0 ** L.fmt.precision), v)
+    e = L.isub(L.b.lshr(L.bits(scaled), L.i(L.fmt.mantissa)), L.fmt.bias)
+    return L.b.select(tiny, L.isub(e, L.fmt.precision), e)
+
+
+def _fmod_valid(L: Lanes, x, y) -> ir.Value:
+    """Where fmod is a number: x finite, y nonzero and not NaN."""
+    return L.both(L.both(L.lt(L.abs(x), float("inf")), L.gt(L.abs(y), 0.0)), L.not_(L.isnan(y)))
+
+
+def _fmod_f64(L: Lanes, x, y) -> ir.Value:
+    """|x| mod |y| exactly, for the lanes where fmod is a number (0 elsewhere)."""
+    b = L.b
+    ax, ay = L.abs(x), L.abs(y)
+    r0 = L.select(_fmod_valid(L, x, y), ax, 0.0)          # invalid lanes never enter the loop
+    ay_exp = _exponent(L, L.select(L.lt(ay, float("inf")), ay, 1.0))
+    before = b.block
+    loop = b.append_basic_block("fmod.step")
+    done = b.append_basic_block("fmod.done")
+    b.cbranch(L.any(L.ge(r0, ay)), loop, done)
+    b.position_at_end(loop)
+    r = b.phi(L.ty)
+    r.add_incoming(r0, before)
+    # t = |y| 2^s <= r with r / t < 2^(p-1): q = trunc(r / t) is floor or floor + 1 of
+    # the true quotient, r - q t is a multiple of ulp(t) in (-t, t): FMA gives it exactly
+    gap = L.isub(L.isub(_exponent(L, L.select(L.ge(r, ay), r, ay)), ay_exp), L.fmt.precision - 2)
+    s = b.select(L.igt(gap, 0), gap, L.i(0))
+    t = L.ldexp(ay, s)
+    q = L.trunc(L.div(r, t))
+    step = L.fma(L.neg(q), t, r)
+    step = L.select(L.lt(step, 0.0), L.add(step, t), step)     # exact: in (0, t)
+    active = L.ge(r, ay)
+    r_next = L.select(active, step, r)
+    r.add_incoming(r_next, loop)
+    b.cbranch(L.any(L.ge(r_next, ay)), loop, done)
+    b.position_at_end(done)
+    result = b.phi(L.ty)
+    result.add_incoming(r0, before)
+    result.add_incoming(r_next, loop)
+    return result
+
+
+def _fmod(L: Lanes, x, y) -> ir.Value:
+    """C fmod: x - trunc(x / y) y exactly, with the sign of x (fmod(-0, y) = -0); NaN
+    for y = 0, x = ±inf or a NaN operand; x itself for |y| = inf (finite x)."""
+    magnitude = L.copysign(_in_f64(L, _fmod_f64, x, y), x)
+    return L.select(_fmod_valid(L, x, y), magnitude, float("nan"))
+
+
 # ------------------------------------------------------------------------------ tables
 
 Emitter = Callable[..., ir.Value]
@@ -797,10 +939,19 @@ def _unary(rule: Callable[[Lanes, ir.Value], ir.Value]) -> Emitter:
     return emit
 
 
-def emit_power(builder: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
-    if x.type != y.type:
-        raise TypeError(f"mathlib power: operands must have one type, got {x.type} and {y.type}")
-    return _power(Lanes(builder, x.type), x, y)
+def _binary(rule: Callable[[Lanes, ir.Value, ir.Value], ir.Value], name: str) -> Emitter:
+    def emit(builder: ir.IRBuilder, x: ir.Value, y: ir.Value) -> ir.Value:
+        if x.type != y.type:
+            raise TypeError(f"mathlib {name}: operands must have one type, got {x.type} and {y.type}")
+        return rule(Lanes(builder, x.type), x, y)
+    emit.__name__ = emit.__qualname__ = f"emit_{name}"
+    emit.__doc__ = rule.__doc__
+    return emit
+
+
+emit_power = _binary(_power, "power")
+emit_atan2 = _binary(_atan2, "atan2")          # atan2(y, x): the operands in IR order
+emit_remainder = _binary(_fmod, "remainder")
 
 
 emit_exp = _unary(_exp)
@@ -817,9 +968,10 @@ emit_cos = _unary(_cos)
 FUNCTIONS: dict[str, Emitter] = {
     "exp": emit_exp, "expm1": emit_expm1, "log": emit_log, "log1p": emit_log1p,
     "tanh": emit_tanh, "logistic": emit_logistic, "erf": emit_erf,
-    "sin": emit_sin, "cos": emit_cos, "power": emit_power,
+    "sin": emit_sin, "cos": emit_cos, "power": emit_power, "atan2": emit_atan2,
+    "remainder": emit_remainder,
 }
-ARITY = {op: 2 if op == "power" else 1 for op in FUNCTIONS}
+ARITY = {op: 2 if op in ("power", "atan2", "remainder") else 1 for op in FUNCTIONS}
 
 
 class MathLib:

@@ -123,6 +123,7 @@ _erf = np.vectorize(math.erf, otypes=[np.float64])
 REFERENCE_UFUNC = {
     "exp": np.exp, "expm1": np.expm1, "log": np.log, "log1p": np.log1p, "tanh": np.tanh,
     "logistic": _logistic, "sin": np.sin, "cos": np.cos, "power": np.power,
+    "atan2": np.arctan2, "remainder": np.fmod,
 }
 
 
@@ -345,6 +346,62 @@ def test_power_special_cases(dtype):
     assert not bad, f"power {dtype}: (x, y, got, want) {bad}"
 
 
+# ------------------------------------------------------------------ atan2, remainder
+
+def _pairs(dtype, rng, count):
+    """(y, x): random bit patterns against each other and against 1, uniform pairs,
+    and pairs of nearly equal magnitude (around the octant and reduction boundaries)."""
+    a, b = all_finite_bits(dtype, count, rng), all_finite_bits(dtype, count, rng)
+    n = min(a.size, b.size)
+    a, b = a[:n], b[:n]
+    u, v = uniform(dtype, -10, 10, count, rng), uniform(dtype, -10, 10, count, rng)
+    near = log_uniform(dtype, -30, 30, count, rng)
+    ratio = rng.uniform(0.3, 1.2, count) * rng.choice([-1.0, 1.0], count)
+    close = (near.astype(np.float64) * ratio).astype(DTYPES[dtype])
+    ones = np.ones_like(a)
+    return np.concatenate([a, a, ones, u, close]), np.concatenate([b, ones, a, v, near])
+
+
+@pytest.mark.parametrize("dtype, bound", [("f32", 1), ("f64", 2)])
+def test_atan2(dtype, bound, rng):
+    check("atan2", dtype, bound, *_pairs(dtype, rng, 100_000))
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+def test_remainder_is_exact(dtype, rng):
+    """fmod is exact: 0 ulp everywhere, also for exponent gaps of the whole range
+    (the loop's many steps) and tiny quotients (one step)."""
+    x, y = _pairs(dtype, rng, 100_000)
+    check("remainder", dtype, 0, x, y)
+    top = 127 if dtype == "f32" else 1023
+    big = log_uniform(dtype, top - 40, top, 20_000, rng)
+    small = log_uniform(dtype, -top - 20, -top + 40, 20_000, rng)
+    check("remainder", dtype, 0, big, small)
+    check("remainder", dtype, 0, uniform(dtype, -1e6, 1e6, 50_000, rng),
+          uniform(dtype, -7, 7, 50_000, rng))
+
+
+_EDGE = [0.0, -0.0, 1.0, -1.0, 2.5, -2.5, 1e-30, -1e-30, 1e30, -1e30, np.inf, -np.inf, np.nan]
+
+
+@pytest.mark.parametrize("dtype", ["f32", "f64"])
+@pytest.mark.parametrize("op", ["atan2", "remainder"])
+def test_binary_special_cases(op, dtype):
+    """Every pair of signed zeros, infinities, NaN, tiny, huge and ordinary operands,
+    signs included, in the vector body and the scalar tail, against NumPy (C99)."""
+    np_type = DTYPES[dtype]
+    edge = np.array(_EDGE + [np.finfo(np_type).max, np.finfo(np_type).smallest_subnormal,
+                             -np.finfo(np_type).tiny], np_type)
+    y, x = (v.ravel() for v in np.meshgrid(edge, edge))
+    got = kernels(dtype)(op, y, x)
+    with np.errstate(all="ignore"):
+        want = reference(op, dtype, y, x)
+    bad = [(a, b, g, w) for a, b, g, w in zip(y, x, got, want)
+           if not (_same(g, w) or (op == "atan2" and np.isfinite(w) and w != 0
+                                   and ulp_error(np.array([g]), np.array([w]))[0] <= 1))]
+    assert not bad, f"{op} {dtype}: (operand 0, operand 1, got, want) {bad}"
+
+
 def test_subnormal_results_f32():
     """exp and logistic round into the subnormal range once (no double rounding)."""
     x = np.linspace(-103.9, -87.0, 200_001).astype(np.float32)
@@ -354,12 +411,12 @@ def test_subnormal_results_f32():
 
 # -------------------------------------------------------------------------- the IR
 
-_ALLOWED_CALLEE = re.compile(r"llvm\.(fma|fabs|rint|copysign)\.(v\d+)?f(32|64)|tessel\.[\w.]+")
+_ALLOWED_CALLEE = re.compile(r"llvm\.(fma|fabs|rint|trunc|copysign)\.(v\d+)?f(32|64)|tessel\.[\w.]+")
 
 
 @pytest.mark.parametrize("dtype", ["f32", "f64"])
 def test_no_libm_calls(dtype):
-    """The IR calls only FMA/fabs/rint/copysign intrinsics and mathlib's own functions:
+    """The IR calls only FMA/fabs/rint/trunc/copysign intrinsics and mathlib's own functions:
     no `@exp`, `@expf`, `@llvm.exp.*`, `@llvm.sin.*`, ... anywhere in the module."""
     text = kernels(dtype).ir_text
     callees = set(re.findall(r'(?:call|declare)[^@\n]*@"?([\w.$]+)', text))
