@@ -267,6 +267,10 @@ class Jitted:
         self.backend = backends.check_name(backend or backends.DEFAULT_BACKEND)
         self.binder = ArgumentBinder(fun, static_argnums, static_argnames)
         self._cache: dict[Any, Compiled] = {}
+        # Positional plain ndarrays only: (dtype, shape) per argument -> a call that runs
+        # the compiled program directly (see `_fast_call`); filled from `_cache`.
+        self._fast: dict[tuple, Callable] = {}
+        self._fast_ok = not self.binder.static_positions and not self.binder.static_names
         self._in_flight: dict[Any, threading.Event] = {}
         self._lock = threading.Lock()
         self.trace_count = 0
@@ -291,6 +295,10 @@ class Jitted:
 
     # -- calling
     def __call__(self, *args, **kwargs):
+        if self._fast_ok and not kwargs:
+            fast = self._fast.get(_array_key(args))
+            if fast is not None and core.current_context() is None:
+                return fast(args)
         if core.current_context() is not None:
             return self.fun(*args, **kwargs)     # inside another trace: inline
         binding = self.binder.bind(args, kwargs)
@@ -305,7 +313,22 @@ class Jitted:
                 avals.append(leaf_aval(leaf, paths[i]))
         key = (treedef, tuple(avals), binding.statics)
         compiled = self._get_or_compile(key, binding, leaves, treedef)
+        if self._fast_ok and not kwargs:
+            self._remember_fast(args, compiled.executable)
         return compiled.executable.call_leaves(leaves, treedef)
+
+    def _remember_fast(self, args: tuple, executable: Executable) -> None:
+        """Index `executable` by the arrays' (dtype, shape) when every argument is a plain
+        ndarray that validation would pass through unchanged (the exact storage dtype,
+        no bf16 rounding, no weak type): such calls skip binding, flattening and the
+        signature walk. The backend still checks every array before native code runs."""
+        key = _array_key(args)
+        specs = executable.signature.in_specs
+        if key is None or key in self._fast or len(specs) != len(args):
+            return
+        if all(spec.aval.dtype is not dtypes.bf16 and not spec.weak and spec.aval.dims == a.shape
+               and spec.aval.dtype.storage == a.dtype for spec, a in zip(specs, args)):
+            self._fast[key] = executable.fast_call
 
     def _get_or_compile(self, key, binding, leaves, treedef) -> Compiled:
         while True:
@@ -351,6 +374,7 @@ class Jitted:
     def clear_cache(self) -> None:
         with self._lock:
             self._cache.clear()
+            self._fast.clear()
 
     def __repr__(self) -> str:
         return f"<tessel.jit {getattr(self.fun, '__qualname__', self.fun)} backend={self.backend}>"
@@ -381,6 +405,17 @@ def _aval_text(aval) -> str:
             return f"Python {kind}"
         return f"{dtypes.from_numpy(np.dtype(kind)).name}{list(shape)}"
     return str(aval)
+
+
+def _array_key(args: tuple) -> tuple | None:
+    """(dtype, shape) of each argument if all are exactly np.ndarray, else None."""
+    key = []
+    for a in args:
+        if type(a) is not np.ndarray:
+            return None
+        key.append(a.dtype)
+        key.append(a.shape)
+    return tuple(key)
 
 
 def _fast_aval(leaf):

@@ -6,6 +6,7 @@ mismatch at once (argument path, expected, given).
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -96,6 +97,19 @@ class Executable:
 
     def __call__(self, *args):
         return self.call_leaves(*pytree.flatten(args))
+
+    def fast_call(self, arrays: tuple):
+        """Run on positional ndarrays already known to match the signature exactly
+        (`Jitted` indexes them by dtype and shape): no flattening or re-validation here;
+        the backend's own checks (shape, dtype, layout) still run before native code."""
+        outputs = self._run(list(arrays))
+        if self._single_output:
+            return outputs[0]
+        return pytree.unflatten(self.signature.out_tree, list(outputs))
+
+    @functools.cached_property
+    def _single_output(self) -> bool:
+        return self.signature.out_tree.kind == "leaf"
 
 
 def validate_arguments(signature: Signature, name: str, leaves: Sequence,

@@ -136,6 +136,7 @@ class CpuExecutable:
                        for k, s in enumerate(self.program.outputs)]
         self._bf16_outputs = [k for k, s in enumerate(self.program.outputs)
                               if s.dtype is dtypes.bf16 and k not in aliases]
+        self._plain_outputs = not self._bf16_outputs and not aliases   # written = returned
         self._threads = threading.local()
 
     # ------------------------------------------------------------ per call
@@ -144,13 +145,24 @@ class CpuExecutable:
         if len(arrays) != len(self._arguments):
             raise TypeError(f"{self.module.name}: expected {len(self._arguments)} arguments, "
                             f"given {len(arrays)}")
-        args = [self._argument(k, a) for k, a in enumerate(arrays)]
+        args = list(arrays)
+        for k, spec in enumerate(self._arguments):
+            a = args[k]
+            # the common case inline: an ndarray of the exact shape and dtype, C order, aligned
+            if type(a) is np.ndarray and a.shape == spec.dims and a.dtype == spec.storage \
+                    and not spec.bf16:
+                flags = a.flags
+                if flags.c_contiguous and flags.aligned:
+                    continue
+            args[k] = self._argument(k, a)
         written = [_UNUSED if slot is None else np.empty(*slot) for slot in self._slots]
         scratch = self._scratch()
         if self._objects_entry is not None:
             self._objects_entry(args, written, scratch)
         else:
             self._call_with_tables(args, written, scratch)
+        if self._plain_outputs:
+            return written
         return self._outputs(arrays, written)
 
     def _argument(self, k: int, a) -> np.ndarray:

@@ -227,3 +227,71 @@ def test_large_constants_are_referenced_small_ones_embedded():
     assert "@\"tessel.constants\" = private" in codegen.compile_program(module, self_contained=True).ir
     small = optimize(tessel.jit(lambda x: x * weights[:1000] + 1).lower(x[:1000]).module, "cpu")[0]
     assert "@\"tessel.constants\" = private" in codegen.compile_program(small).ir
+
+
+# ---------------------------------------------------------------- the jit's dispatch fast path
+
+def _two_x_plus_y():
+    return tessel.jit(lambda x, y: 2 * x + y, backend="cpu")
+
+
+@pytest.mark.parametrize("make", [
+    lambda x: np.asfortranarray(x),
+    lambda x: np.ascontiguousarray(x.T).T,
+    lambda x: x[::-1][::-1],
+    lambda x: read_only(x),
+    lambda x: misaligned(x),
+], ids=["fortran", "transposed", "negative_strides", "read_only", "misaligned"])
+def test_fast_path_arrays_of_any_layout_are_checked_before_native_code(make):
+    """Calls after the first skip binding and flattening (the arrays' dtype and shape
+    pick the program), but every array still goes through the backend's layout check:
+    a Fortran-ordered, strided or misaligned array of the right dtype and shape is
+    copied, a read-only one read in place, and the answer is the contiguous one."""
+    f = _two_x_plus_y()
+    x, y = base(), base() * 0.5
+    np.testing.assert_array_equal(f(x, y), 2 * x + y)
+    assert len(f._fast) == 1 and f.trace_count == 1
+    given_x, given_y = make(x), make(y)
+    np.testing.assert_array_equal(f(given_x, given_y), 2 * x + y)
+    np.testing.assert_array_equal(given_x, x)                 # never written
+    assert f.trace_count == 1 and len(f._fast) == 1           # served by the fast path
+
+
+def test_fast_path_wrong_shape_or_dtype_compiles_anew_never_reuses():
+    f = _two_x_plus_y()
+    x = base()
+    f(x, x)
+    wide = x.astype(np.float64)
+    np.testing.assert_array_equal(f(wide, wide), 3 * wide)       # a new program, not the f32 one
+    assert f(wide, wide).dtype == np.float64
+    np.testing.assert_array_equal(f(x.T.copy(), x.T.copy()), 3 * x.T)
+    assert f.trace_count == 3 and len(f._fast) == 3
+    compiled = tessel.jit(lambda x: x * 2, backend="cpu").lower(x).compile()
+    with pytest.raises(TypeError, match=r"expected f32\[6, 5\], given f64\[6, 5\]"):
+        compiled(wide)
+
+
+def test_fast_path_is_not_taken_for_scalars_subclasses_kwargs_and_statics():
+    class Sub(np.ndarray):
+        pass
+
+    f = _two_x_plus_y()
+    x = base()
+    f(x, 1.0)                                      # a weak Python scalar: the general path
+    f(x.view(Sub), x)                              # a subclass
+    f(x, y=x)                                      # keywords
+    assert f._fast == {}
+    g = tessel.jit(lambda x, k: x * k, backend="cpu", static_argnums=(1,))
+    np.testing.assert_array_equal(g(x, 3), 3 * x)
+    np.testing.assert_array_equal(g(x, 4), 4 * x)  # the static value keys the cache
+    assert g._fast == {}
+
+
+def test_fast_path_keeps_pytree_outputs():
+    f = tessel.jit(lambda x: {"double": 2 * x, "pair": (x, x + 1)}, backend="cpu")
+    x = base()
+    for _ in range(2):
+        out = f(x)
+        np.testing.assert_array_equal(out["double"], 2 * x)
+        np.testing.assert_array_equal(out["pair"][1], x + 1)
+    assert len(f._fast) == 1
