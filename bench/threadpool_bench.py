@@ -12,6 +12,10 @@ compute with no memory traffic:
   The ideal for 2 threads is half the inline time.
 - speed-up: one large compute-bound parallel_for on 1 thread and on --threads threads;
   "cores busy" is the process's CPU time over wall time.
+- memory-bound ceiling: `tessel.jit(lambda x: x + 1)` on f32 vectors from L2-sized to
+  DRAM-sized, the same program on 1 thread and on the pool (`max_threads`), in
+  alternating pairs; GB/s counts bytes read plus written. A kernel that streams
+  through memory cannot gain more from threads than this does.
 
 Timings are the best of --repeat runs and noisy by nature (more so on a shared machine:
 the load average is printed), hence a benchmark and not a test.
@@ -226,6 +230,34 @@ def speed_up(bench: Bench, threads: int) -> None:
     print(f"  speed-up {threads} vs 1: {seconds[1] / seconds[threads]:.2f}x")
 
 
+def memory_ceiling(threads: int, pairs: int) -> None:
+    import tessel
+    print(f"memory-bound ceiling: x + 1 on f32, same program on 1 and {threads} threads "
+          f"(median of {pairs} alternating pairs)")
+    restart_pool(threads)
+    for n in (1 << 18, 1 << 20, 1 << 22, 1 << 24):
+        x = np.ones(n, np.float32)
+        f = tessel.jit(lambda x: x + 1.0)
+        f(x)
+        calls = max(1, int(0.02 / _seconds(lambda: f(x), 1)))
+        one, many = [], []
+        for _ in range(pairs):
+            with runtime_support.max_threads(1):
+                one.append(_seconds(lambda: f(x), calls))
+            many.append(_seconds(lambda: f(x), calls))
+        t1, tn = float(np.median(one)), float(np.median(many))
+        print(f"  {4 * n >> 20:>4} MB in: 1 thread {8 * n / t1 / 1e9:6.1f} GB/s  "
+              f"{threads} threads {8 * n / tn / 1e9:6.1f} GB/s  speed-up {t1 / tn:.2f}x")
+
+
+def _seconds(call, calls: int) -> float:
+    call()
+    start = time.perf_counter()
+    for _ in range(calls):
+        call()
+    return (time.perf_counter() - start) / calls
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=int, default=2, help="pool size to compare with 1")
@@ -236,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     handoff(bench, args.threads)
     fork_join(bench, args.threads)
     speed_up(bench, args.threads)
+    memory_ceiling(args.threads, args.repeat)
     restart_pool(runtime_support.num_threads())
     return 0
 
