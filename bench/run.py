@@ -319,8 +319,29 @@ def cold_compiles(framework: Framework, fn, args, want, options) -> Outcome:
     """Seconds from a fresh jit object of a fresh function to its first result.
 
     The process is warmed first (backend start-up, LLVM/XLA initialization) with another
-    function, so each sample is one program's trace + optimize + compile + first run."""
+    function, so each sample is one program's trace + optimize + compile + first run.
+    Persistent compile caches are off for both (jax's at start-up, tessel's here), so
+    a second bench run measures compiles, not cache loads."""
     warm = Outcome()
+    with _env(TESSEL_CACHE_DIR="off"):
+        return _cold_compiles(framework, fn, args, want, options, warm)
+
+
+@contextlib.contextmanager
+def _env(**values):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _cold_compiles(framework: Framework, fn, args, want, options, warm: Outcome) -> Outcome:
     try:
         first_call(framework, lambda x: x + 1.0, (np.ones(4, np.float32),), options)
         inputs = framework.inputs(args)

@@ -69,3 +69,14 @@ def test_one_thread_column_is_dropped_when_the_pool_has_one_thread(tmp_path, cap
                      "numpy,tessel,tessel1"]) == 0
     printed = capsys.readouterr().out
     assert "tessel 1T" not in printed and "tessel (cpu, 1T)" in printed
+
+
+def test_cold_compiles_bypass_the_persistent_compile_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("TESSEL_CACHE_DIR", str(tmp_path))
+    options = run.parse_args(["--quick", "--repeat", "2"])
+    x = np.ones(4, np.float32)
+    outcome = run.cold_compiles(run.FRAMEWORKS["tessel"], lambda x: x * 3.0 - 1.0, (x,), x * 3.0 - 1.0, options)
+    assert outcome.status == "ok" and outcome.agrees and len(outcome.samples) == 2
+    assert not any(tmp_path.iterdir()), "a cold compile read or wrote the disk cache"
+    import os
+    assert os.environ["TESSEL_CACHE_DIR"] == str(tmp_path)      # restored afterwards
