@@ -156,7 +156,7 @@ class _Scheduler:
             if not queue:
                 raise TimingError(f"instruction {index} `{ins}`: pops a token from the {source} "
                                   f"unit that no earlier {source} instruction pushed")
-            deps[f"token from {source}"] = max(deps.get(f"token from {source}", 0), queue.popleft())
+            deps[f"token from {source}"] = queue.popleft()   # one token per source unit
         return deps
 
     def _finish(self, index: int, ins, start: int, end: int, earliest: int,
