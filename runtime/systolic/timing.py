@@ -290,13 +290,19 @@ def _busy_cycles(events: list[Event]) -> int:
     return total
 
 
-def simulate_timing(program, config: SystolicConfig | None = None) -> TimingResult:
+def simulate_timing(program, config: SystolicConfig | None = None, *,
+                    check: bool = False) -> TimingResult:
     """Cycles, utilization, busy time, stalls and bytes moved of a systolic program.
 
     `program`: a list of isa.Instruction, assembly text, or the binary encoding.
+    `check`: run the validator first (without the race check), so an ill-formed program
+    is refused with every problem listed; otherwise only what timing needs is checked.
     """
     config = SystolicConfig() if config is None else config
     program = _as_program(program)
+    if check:
+        from .validate import validate
+        validate(program, config, races=False)
     state = _Scheduler(config)
     for index, ins in enumerate(program):
         if state.halted:

@@ -199,6 +199,10 @@ def test_bad_programs_name_the_instruction():
                         CFG.with_(weight_fifo_depth=1))
     with pytest.raises(TimingError, match="follows HALT"):
         simulate_timing(assemble("HALT\nSYNC"), CFG)
+    # check=True: the validator's full account, e.g. addresses beyond the UB.
+    with pytest.raises(validate.ValidationError, match="instruction 0 .*beyond the"):
+        simulate_timing("DMA_LOAD host=0 ub=1000000 rows=1 cols=1 stride=4 fmt=f32\nHALT",
+                        CFG, check=True)
 
 
 def test_assembly_text_and_binary_give_the_same_result():
