@@ -38,6 +38,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from . import isa
 from .config import WORD_BYTES, SystolicConfig
@@ -54,8 +55,7 @@ class TimingError(ValueError):
     """A program the timing model cannot schedule (names the instruction)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(NamedTuple):   # a tuple: cheap to make by the hundred thousand
     """One instruction's execution: [start, end) on `unit`.
 
     stall: cycles the unit sat idle before it because of `reason` ("" if none):
@@ -254,18 +254,16 @@ class _Scheduler:
         self.halted = True
 
 
-_HANDLERS = {"DMA_LOAD": _Scheduler.dma, "DMA_STORE": _Scheduler.dma,
-             "LOAD_W": _Scheduler.load_w, "MATMUL": _Scheduler.matmul,
-             "SYNC": _Scheduler.sync, "HALT": _Scheduler.halt}
+_HANDLERS = {"DMA_LOAD": "dma", "DMA_STORE": "dma", "LOAD_W": "load_w", "MATMUL": "matmul",
+             "SYNC": "sync", "HALT": "halt"}
 
 
-def _handler(ins):
-    handler = _HANDLERS.get(ins.name)
-    if handler is None and ins.unit == "vector":
-        return _Scheduler.vector
-    if handler is None:
+def _handler(state: _Scheduler, ins):
+    """The scheduler's method for `ins` (every vector-unit opcode streams rows alike)."""
+    name = _HANDLERS.get(ins.name) or ("vector" if ins.unit == "vector" else None)
+    if name is None:
         raise TimingError(f"no timing rule for {ins.name} (unit {ins.unit})")
-    return handler
+    return getattr(state, name)
 
 
 def _as_program(program) -> list:
@@ -304,10 +302,14 @@ def simulate_timing(program, config: SystolicConfig | None = None, *,
         from .validate import validate
         validate(program, config, races=False)
     state = _Scheduler(config)
+    handlers = {}
     for index, ins in enumerate(program):
         if state.halted:
             raise TimingError(f"instruction {index} `{ins}` follows HALT")
-        _handler(ins)(state, index, ins)
+        handler = handlers.get(ins.name)
+        if handler is None:
+            handler = handlers[ins.name] = _handler(state, ins)
+        handler(index, ins)
     events = state.events
     by_unit = {u: [e for e in events if e.unit == u] for u in UNITS}
     by_unit["weight shift"] = state.shifts
