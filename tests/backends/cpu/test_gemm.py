@@ -203,6 +203,29 @@ def test_shared_path(m, n, k, layout):
     check(run(a, b, threads=2), reference(a, b), k)
 
 
+def test_tile_rows_follow_m():
+    """The widest tile unless it wastes more than TILE_WASTE_LIMIT of its rows; then
+    the row count in [widest / 2, widest] that wastes the fewest."""
+    widest, nr = G.micro_tile(host(), 4)
+    assert G.micro_tile(host(), 4, 512, 1024) == (widest, nr)
+    for m in (256, 100, 33, 257, 64, 70, 777):
+        mr, _ = G.micro_tile(host(), 4, 512, m)
+        waste = lambda r: (-(-m // r) * r - m) / (-(-m // r) * r)  # noqa: E731
+        if waste(widest) <= G.TILE_WASTE_LIMIT:
+            assert mr == widest
+        else:
+            assert widest // 2 <= mr <= widest
+            assert waste(mr) == min(waste(r) for r in range(widest // 2, widest + 1))
+    if widest == 14:
+        assert G.micro_tile(host(), 4, 512, 256)[0] == 8
+
+
+@pytest.mark.parametrize("m", [256, 100, 33, 257, 70])
+def test_adapted_tiles_compute_the_product(m):
+    a, b = sample((m, 300)), sample((300, 70), seed=1)
+    check(run(a, b), reference(a, b), 300)
+
+
 def test_shared_partition_gives_each_thread_several_tasks():
     for m, n, k in SHARED:
         how = G.plan(G.GemmSpec("f32", m, n, k), threads=2)

@@ -40,3 +40,15 @@ def test_profile_of_an_unprofiled_program_says_why():
     module, _ = _module()
     with pytest.raises(ValueError, match="TESSEL_PROFILE_KERNELS"):
         codegen.kernel_profile(codegen.compile_program(module))
+
+
+def test_bench_kernel_profile_script_names_the_kernels():
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3]))     # `bench` is a top-level folder
+    from bench import kernel_profile, workloads
+    mlp = {w.name: w for w in workloads.WORKLOADS}["mlp"]
+    report = kernel_profile.profile(mlp, quick=True, calls=2)
+    lines = report.splitlines()
+    assert "ms per call" in lines[0] and lines[1].split() == ["share", "ms", "kernel"]
+    assert sum(line.count("output:") for line in lines[2:]) == 3       # the MLP is three GEMMs
