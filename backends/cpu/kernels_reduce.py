@@ -34,7 +34,13 @@ Two loop orders, by where the contiguous last dim of F is:
 
 When the lanes of some read would not move affinely (kernels_data.NotVectorizable),
 the kernel runs in row mode with scalar code. Units (rows) are split over the thread
-pool; a reduction to very few rows (a full sum) runs on one thread.
+pool. A full reduction (one row: `x.sum()`, a loss) large enough for the pool, with one
+level of reduces, runs in *split* mode: the row's elements are cut into
+SPLIT_PARTS_PER_THREAD x threads parts (ranges of the outer reduced rows, or blocks of
+the last dim when there are too few), each part reduced from the identity in parallel
+into a partial in scratch, then one small serial step folds the partials (in part
+order, from the init value) and writes the row outputs. The parts are fixed at compile
+time, so the result does not depend on how many threads run it.
 """
 from __future__ import annotations
 
@@ -53,6 +59,8 @@ from .kernels_loop import (OUTER_LOOP, VECTOR_LOOP, Evaluator, Leaf, computed, e
 ACCUMULATORS = 4             # independent vector accumulators per reduce in row mode
 COLUMN_TILE = 2048           # kept elements per unit in column mode (their accumulators: stack)
 ROW_CACHE_BYTES = 64 * 1024  # stack bytes a row cache may take (per thread)
+SPLIT_PARTS_PER_THREAD = 4   # parts of a split full reduction per pool thread
+PARTIAL_BYTES = 8            # scratch bytes per partial result (the widest register scalar)
 
 # reducer op -> identity (float, integer/pred) of the op on (accumulator, value)
 IDENTITIES = {
@@ -193,6 +201,9 @@ class ReduceKernel:
         width = self.width if mode != "scalar" else 1
         self.mode, self.lanes = mode, width
         self.cache = self._row_cache() if mode == "row" else []
+        if self._split_parts() > 1:
+            self._emit_split(outputs, operands)
+            return
         units, unit_cost, body = self._form()
         self.kc.run_units(f"reduce.{self.kc.name_hint()}", units, outputs + operands, unit_cost,
                           lambda b, ptrs, begin, end: body(b, ptrs, begin, end))
@@ -321,10 +332,14 @@ class ReduceKernel:
             return inits
         return [[L.load(b, s, v.type) for s, v in zip(row_slots, vals)] for row_slots, vals in zip(slots, inits)]
 
-    def _row_vector(self, b, leaves, kept_index, reduces, inits, bound, outer, n, cache_leaves, dry):
+    def _row_vector(self, b, leaves, kept_index, reduces, inits, bound, outer, n, cache_leaves, dry,
+                    part=None):
         """ACCUMULATORS vector accumulators per reduce over the last dim (started at
-        the reducer's identity), then combined: accumulators, lanes, and the init.
-        `bound`: the row results of lower levels; `cache_leaves`: row caches this pass fills."""
+        the reducer's identity), then combined: accumulators, lanes, and the init
+        (`inits` None: not applied -- a partial of a split reduction).
+        `bound`: the row results of lower levels; `cache_leaves`: row caches this pass fills.
+        `part` limits the pass to ("rows", begin, end) of the flat outer reduced rows or
+        ("block", j0, j1) of the last dim (i64 values; see `_emit_split`)."""
         space, lanes = self.space, self.lanes
         e = Emit(b, lanes, self.kc.mathlib)
         identity = [immediate(e, r.shape.dtype, self._identity(r)) for r in reduces]
@@ -347,23 +362,45 @@ class ReduceKernel:
             for instr, leaf in cache_leaves.items():
                 ev.write(leaf, index, ev.value(instr, index))
 
-        main = n // (unroll * lanes) * (unroll * lanes)
-        vec_end = n // lanes * lanes
-        with L.loop_nest(b, outer, name="r", **OUTER_LOOP) as rindex:
-            rix = [Ix(i, 0, 1) for i in rindex]
-            if main:
-                with L.for_range(b, main, step=unroll * lanes, name="rv", **VECTOR_LOOP) as j:
+        def last_dim(rix, j0, j1):
+            """[j0, j1) of the last dim: unrolled vectors, single vectors, a masked rest."""
+            static = isinstance(j0, int) and isinstance(j1, int)
+            if static:
+                main = L.const(j0 + (j1 - j0) // (unroll * lanes) * (unroll * lanes))
+                vec_end = L.const(j0 + (j1 - j0) // lanes * lanes)
+            else:
+                span = L.sub(b, j1, j0)
+                main = L.add(b, j0, L.floor_multiple(b, span, unroll * lanes))
+                vec_end = L.add(b, j0, L.floor_multiple(b, span, lanes))
+            if not static or main.constant > j0:
+                with L.for_range(b, main, start=j0, step=unroll * lanes, name="rv", **VECTOR_LOOP) as j:
                     ev = self._evaluator(b, lanes, leaves, bound=bound, dry=dry)
                     for u in range(unroll):
                         idx = space.full_index(kept_index, rix + [Ix(L.add(b, j, u * lanes), 1, lanes)])
                         accumulate(ev, idx, u)
-            if vec_end > main:
+            if not static or vec_end.constant > main.constant:
                 with L.for_range(b, vec_end, start=main, step=lanes, name="rw", **VECTOR_LOOP) as j:
                     ev = self._evaluator(b, lanes, leaves, bound=bound, dry=dry)
                     accumulate(ev, space.full_index(kept_index, rix + [Ix(j, 1, lanes)]), 0)
-            if n > vec_end:
-                ev = self._evaluator(b, lanes, leaves, bound=bound, tail=n - vec_end, dry=dry)
-                accumulate(ev, space.full_index(kept_index, rix + [Ix(vec_end, 1, lanes)]), 0, ev.mask)
+            if static and j1 == vec_end.constant:
+                return
+            rest = L.const(j1 - vec_end.constant) if static else L.sub(b, j1, vec_end)
+            with b.if_then(b.icmp_signed(">", rest, L.const(0))) if not static else _nothing():
+                ev = self._evaluator(b, lanes, leaves, bound=bound, tail=rest.constant if static else rest,
+                                     dry=dry)
+                vec = vec_end.constant if static else vec_end
+                accumulate(ev, space.full_index(kept_index, rix + [Ix(vec, 1, lanes)]), 0, ev.mask)
+
+        if part is None:
+            with L.loop_nest(b, outer, name="r", **OUTER_LOOP) as rindex:
+                last_dim([Ix(i, 0, 1) for i in rindex], 0, n)
+        elif part[0] == "rows":
+            from .codegen import odometer
+            with odometer(b, outer, part[1], part[2]) as rindex:
+                last_dim([Ix(i, 0, 1) for i in rindex], 0, n)
+        else:
+            with L.loop_nest(b, outer, name="r", **OUTER_LOOP) as rindex:
+                last_dim([Ix(i, 0, 1) for i in rindex], part[1], part[2])
         if dry:
             return [[None] for _ in reduces]
         results = []
@@ -372,8 +409,64 @@ class ReduceKernel:
             while len(accs) > 1:
                 accs = [self.apply(b, r, [accs[i]], [accs[i + 1]], lanes)[0] for i in range(0, len(accs), 2)]
             total = self._horizontal(b, r, accs[0], lanes)
-            results.append(self.apply(b, r, inits[k], [total], 1))
+            results.append(self.apply(b, r, inits[k], [total], 1) if inits is not None else [total])
         return results
+
+    # ------------------------------------------------------------ split full reductions
+
+    def _split_parts(self) -> int:
+        """Parts of a split full reduction (1: not split; see the module docstring)."""
+        space, threads = self.space, self.kc.threads
+        if self.mode != "row" or self.lanes == 1 or space.kept or self._has_full() or threads <= 1 \
+                or len(self.levels) != 1:
+            return 1
+        from .codegen import PARALLEL_MIN_COST
+        sizes = space.sizes(space.reduced)
+        if math.prod(sizes) * self.cost < PARALLEL_MIN_COST:
+            return 1
+        want = SPLIT_PARTS_PER_THREAD * threads
+        if math.prod(sizes[:-1]) >= want:
+            return want
+        return max(1, min(want, sizes[-1] // (ACCUMULATORS * self.lanes)))
+
+    def _emit_split(self, outputs, operands) -> None:
+        """Partials of the parts in parallel into scratch, then the serial fold."""
+        kc, parts = self.kc, self._split_parts()
+        sizes = self.space.sizes(self.space.reduced)
+        outer, n = sizes[:-1], sizes[-1]
+        rows = math.prod(outer)
+        step = ACCUMULATORS * self.lanes
+        block = -(-(-(-n // parts)) // step) * step           # last-dim elements per part
+        partials = kc.temp(parts * PARTIAL_BYTES * len(self.reduces))
+        pointers = outputs + operands + [partials]
+
+        def part_range(b, u):
+            if rows >= parts:        # rows [u R / P, (u + 1) R / P): balanced to one row
+                return ("rows", b.sdiv(L.mul(b, u, rows), L.const(parts)),
+                        b.sdiv(L.mul(b, L.add(b, u, 1), rows), L.const(parts)))
+            j0 = L.minimum(b, L.mul(b, u, block), n)
+            return ("block", j0, L.minimum(b, L.add(b, j0, block), n))
+
+        def parts_body(b, ptrs, begin, end):
+            leaves, _ = self._leaves(ptrs[:-1])
+            with L.for_range(b, end, start=begin, name="part", **OUTER_LOOP) as u:
+                totals = self._row_vector(b, leaves, [], self.reduces, None, {}, outer, n, {}, False,
+                                          part=part_range(b, u))
+                for k, (total,) in enumerate(totals):
+                    L.store(b, total, _partial(b, ptrs[-1], k, u, parts))
+
+        def fold_body(b, ptrs, begin, end):
+            leaves, outs = self._leaves(ptrs[:-1])
+            accs = self._init_values(self._evaluator(b, 1, leaves))
+            for u in range(parts):
+                for k, r in enumerate(self.reduces):
+                    partial = L.load(b, _partial(b, ptrs[-1], k, u, parts), accs[k][0].type)
+                    accs[k] = self.apply(b, r, accs[k], [partial], 1)
+            self._row_outputs(b, leaves, outs, [], {r: v[0] for r, v in zip(self.reduces, accs)}, False)
+
+        total_cost = math.prod(sizes) * self.cost
+        kc.run_units(f"reduce.parts.{kc.name_hint()}", parts, pointers, total_cost / parts, parts_body)
+        kc.run_units(f"reduce.fold.{kc.name_hint()}", 1, pointers, parts, fold_body)
 
     def _horizontal(self, b, reduce, vector, lanes):
         """The reducer over the lanes of `vector`, as a tree of halves."""
@@ -575,6 +668,19 @@ def reduce_levels(reduces: list[Instruction]) -> list[list[Instruction]]:
         below = [level[d] for d in _closure(list(inputs)) if d in level]
         level[r] = 1 + max(below, default=-1)
     return [[r for r in reduces if level[r] == k] for k in range(max(level.values(), default=-1) + 1)]
+
+
+def _partial(b, base, k: int, u, parts: int):
+    """&partial u of reduce k (scratch: a PARTIAL_BYTES slot per reduce and part)."""
+    return L.gep(b, base, ir.IntType(8 * PARTIAL_BYTES), L.add(b, L.mul(b, k, parts), u))
+
+
+class _nothing:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
 
 
 def _closure(starts: list[Instruction]) -> set[Instruction]:

@@ -270,3 +270,52 @@ def test_reduce_levels_order_dependent_reduces():
     reduces = [i for i in fusion.attrs["calls"].instructions if i.opcode == "reduce"]
     levels = kernels_reduce.reduce_levels(reduces)
     assert [[r.attrs["to_apply"].root.opcode for r in level] for level in levels] == [["maximum"], ["add"]]
+
+
+# ---------------------------------------------------------------- split full reductions
+
+SPLIT_SHAPES = [  # (input dims, reduced dims): blocks of the last dim, ranges of rows, odd sizes
+    ((200_003,), (0,)), ((3, 100_003), (0, 1)), ((640, 701), (0, 1)), ((2, 3, 70_001), (0, 1, 2)),
+]
+
+
+@pytest.mark.parametrize("dtype, op", [(dtypes.f32, "add"), (dtypes.f32, "maximum"), (dtypes.f32, "multiply"),
+                                       (dtypes.f64, "add"), (dtypes.s32, "add"), (dtypes.pred, "minimum")],
+                         ids=lambda v: getattr(v, "name", v))
+def test_full_reductions_split_over_threads_match_and_do_not_depend_on_the_thread_count(dtype, op):
+    from tessel.backends.cpu import runtime_support
+    from tessel.backends.cpu.executable import CpuExecutable
+    rng = np.random.default_rng(7)
+    cases = [(shape, dims, True) for shape, dims in SPLIT_SHAPES]   # with a fused producer
+    module = reduce_module(dtype, cases, op)
+    exe = CpuExecutable(module, threads=2)
+    assert exe.program.ir.count("tessel.reduce.parts") >= len(cases), "every case splits"
+    args = [arguments(dtype, shape, op, rng)[0] for shape, _, _ in cases]
+    got = exe.run(args)
+    with runtime_support.max_threads(1):
+        alone = exe.run(args)
+    want = evaluate(module, args)
+    for k, (g, a, w, x) in enumerate(zip(got, alone, want, args)):
+        np.testing.assert_array_equal(g, a, err_msg=f"case {k}: 1 thread and 2 differ")
+        assert g.shape == w.shape and g.dtype == w.dtype
+        if dtype.is_float and op in ("add", "multiply"):
+            scale = np.abs(x.astype(np.float64)).sum() if op == "add" else abs(float(w))
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6 * scale, err_msg=f"case {k}")
+        else:
+            np.testing.assert_array_equal(g, w, err_msg=f"case {k}")
+
+
+def test_small_full_reductions_and_single_thread_programs_do_not_split():
+    module = reduce_module(dtypes.f32, [((1000,), (0,), False)], "add")
+    assert "tessel.reduce.parts" not in codegen.compile_program(module, threads=2).ir
+    big = reduce_module(dtypes.f32, [((500_000,), (0,), True)], "add")
+    assert "tessel.reduce.parts" not in codegen.compile_program(big, threads=1).ir
+    assert "tessel.reduce.parts" in codegen.compile_program(big, threads=2).ir
+
+
+def test_split_full_reduction_epilogue_runs_once_on_the_folded_value():
+    """mean = sum / n: the epilogue is a row output, written by the fold, not per part."""
+    import tessel
+    x = np.random.default_rng(3).standard_normal((513, 1001)).astype(np.float32)
+    f = tessel.jit(lambda x: (x * x).mean(), backend="cpu")
+    np.testing.assert_allclose(f(x), (x.astype(np.float64) ** 2).mean(), rtol=1e-5)
