@@ -5,10 +5,11 @@
     tessel compile FILE.py:FN --arg ... -o model.tsl [--backend cpu] [--target TRIPLE --cpu NAME]
     tessel run model.tsl --input a.npy ... [--output DIR]
     tessel inspect model.tsl [--no-hlo]
+    tessel sim PROGRAM.s --input a.npy ... [--config k=v ...] [--trace out.json] [--plot out.png]
+               [--output DIR]
     tessel version
 
-Errors go to stderr with exit code 1 (2 for usage errors). `sim` (systolic artifacts
-and programs) is listed as coming until the systolic backend produces artifacts.
+Errors go to stderr with exit code 1 (2 for usage errors).
 """
 
 from __future__ import annotations
@@ -22,9 +23,7 @@ import subprocess
 import sys
 
 # Planned subcommands (ARCHITECTURE.md §9), shown in `tessel --help` until they exist.
-PLANNED_COMMANDS = {
-    "sim": "run a systolic program on the simulated machine; trace and plot it",
-}
+PLANNED_COMMANDS: dict[str, str] = {}
 
 _ARG_SPEC = re.compile(r"^\s*([A-Za-z0-9_]+)\s*\[\s*([0-9,\s]*)\]\s*$")
 
@@ -223,10 +222,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     outputs, out_tree = pytree.flatten(result)
     names = pytree.leaf_paths(out_tree, "output") or ["output"]
     for k, (name, value) in enumerate(zip(names, outputs)):
-        summary = ""
-        if value.size and value.dtype.kind in "fiub":
-            summary = f"  min {value.min():.6g}  max {value.max():.6g}  mean {value.astype(np.float64).mean():.6g}"
-        print(f"{name or 'output'}: {value.dtype}{list(value.shape)}{summary}")
+        print(f"{name or 'output'}: {_summary(value)}")
         if args.output:
             os.makedirs(args.output, exist_ok=True)
             np.save(os.path.join(args.output, f"output{k}.npy"), value, allow_pickle=False)
@@ -235,9 +231,89 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _summary(value) -> str:
+    """'float32[4, 2]  min ...  max ...  mean ...' for a printed result."""
+    import numpy as np
+    text = f"{value.dtype}{list(value.shape)}"
+    if value.size and value.dtype.kind in "fiub":
+        text += f"  min {value.min():.6g}  max {value.max():.6g}  mean {value.astype(np.float64).mean():.6g}"
+    return text
+
+
+def _load_program(path: str, overrides: list[str]):
+    """(instructions, layout, config) of an assembly file; errors name file:line:col."""
+    from .runtime.systolic import asm, hostio
+    from .runtime.systolic.config import ConfigError, SystolicConfig
+    from .runtime.systolic.isa import IsaError
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as e:
+        raise CliError(f"{path}: cannot read it as assembly text: {e}") from e
+    try:
+        layout = hostio.parse_layout(text)
+        program = asm.assemble(text)
+    except (asm.AsmError, IsaError, hostio.LayoutError) as e:
+        raise CliError(f"{path}:{e}") from e
+    try:
+        config = SystolicConfig.from_overrides(list(layout.config))
+    except ConfigError as e:
+        raise CliError(f"{path}: `#! config`: {e}") from e
+    try:
+        config = SystolicConfig.from_overrides(overrides, base=config)
+    except ConfigError as e:
+        raise CliError(f"--config: {e}") from e
+    return program, layout, config
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .runtime.systolic import functional, hostio, report, timing
+    from .runtime.systolic.validate import ValidationError
+    program, layout, config = _load_program(args.program, args.config)
+    arrays = []
+    for path in args.input:
+        try:
+            arrays.append(np.load(path, allow_pickle=False))
+        except (OSError, ValueError) as e:
+            raise CliError(f"--input {path}: cannot read it as .npy: {e}") from e
+    memory = np.zeros(config.host_bytes, np.uint8)
+    try:
+        hostio.write_inputs(memory, layout.inputs, arrays, config)
+        functional.run(program, config, memory, races=True)
+        outputs = hostio.read_outputs(memory, layout.outputs)
+    except (hostio.LayoutError, ValidationError, functional.MachineError) as e:
+        raise CliError(f"{args.program}: {e}") from e
+    result = timing.simulate_timing(program, config)
+    print(report.text_report(result))
+    print()
+    for name, value in outputs.items():
+        print(f"{name}: {_summary(value)}")
+    if args.output:
+        if not outputs:
+            raise CliError(f"--output: {args.program} declares no outputs (`#! output NAME FMT[DIMS] at ADDR`)")
+        os.makedirs(args.output, exist_ok=True)
+        for name, value in outputs.items():
+            np.save(os.path.join(args.output, f"{name}.npy"), value, allow_pickle=False)
+        print(f"wrote {', '.join(f'{n}.npy' for n in outputs)} to {args.output}")
+    if args.trace:
+        report.write_chrome_trace(result, args.trace)
+        print(f"wrote {args.trace} (chrome://tracing, ui.perfetto.dev)")
+    if args.plot:
+        try:
+            report.write_timeline_png(result, args.plot)
+        except ImportError as e:
+            raise CliError(str(e)) from e
+        print(f"wrote {args.plot}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 
-def _epilog() -> str:
+def _epilog() -> str | None:
+    if not PLANNED_COMMANDS:
+        return None
     lines = ["coming (not available in this release):"]
     lines += [f"  {name:<10}{text}" for name, text in PLANNED_COMMANDS.items()]
     return "\n".join(lines)
@@ -288,6 +364,21 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("artifact", metavar="MODEL.tsl")
     inspect.add_argument("--no-hlo", action="store_true", help="leave out the optimized HLO")
     inspect.set_defaults(handler=_cmd_inspect)
+
+    sim = commands.add_parser(
+        "sim", help="run a systolic assembly program on the simulated machine; report its cycles",
+        description="Assemble, validate and run PROGRAM.s on the functional simulator and the "
+                    "timing model, then print the timing report. The program's `#!` lines "
+                    "declare its inputs, outputs and configuration (docs/systolic-isa.md).")
+    sim.add_argument("program", metavar="PROGRAM.s")
+    sim.add_argument("--input", action="append", default=[], metavar="A.npy",
+                     help="one per `#! input` line, in their order")
+    sim.add_argument("--config", nargs="+", action="extend", default=[], metavar="K=V",
+                     help="machine configuration overrides, e.g. rows=256 ub_bytes=32MiB dtype=int8")
+    sim.add_argument("--trace", metavar="OUT.json", help="write a Chrome/Perfetto trace of the timeline")
+    sim.add_argument("--plot", metavar="OUT.png", help="write a PNG timeline (needs matplotlib)")
+    sim.add_argument("--output", metavar="DIR", help="write each `#! output` region as NAME.npy here")
+    sim.set_defaults(handler=_cmd_sim)
     return parser
 
 
