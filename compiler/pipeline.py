@@ -83,14 +83,18 @@ def cpu_pipeline() -> list:
 
 
 def systolic_pipeline() -> list:
+    from ..backends.systolic.conv import SystolicConvolutionExpander
     from ..backends.systolic.dot_layout import DotLayout
     # The systolic code generator places each op on the matrix or the vector unit itself
     # (backends/systolic/codegen.py) and recognises bias/activation epilogues there, so
-    # it takes unfused instructions. Convolutions become im2col + dot like on the CPU.
-    # DotLayout puts dot operands in the order the array streams them; it runs after
-    # the simplifier, which would fold its transposes back into the dots, and DCE
-    # clears what it replaced. Scheduling comes last, as everywhere.
-    return shared_prefix() + cpu_expanders() + [DotLayout(), DCE(), Scheduler()]
+    # it takes unfused instructions. Stride-1 2-D convolutions stay (shifted matmuls,
+    # backends/systolic/conv.py); the others become im2col + dot, after which layout
+    # assignment and simplification tidy up as for the CPU. DotLayout puts dot operands
+    # in the order the array streams them; it runs after the simplifier, which would fold
+    # its transposes back into the dots, and DCE clears what it replaced. Scheduling
+    # comes last, as everywhere.
+    return shared_prefix() + [SystolicConvolutionExpander(), LayoutAssignment(), simplification(),
+                              DotLayout(), DCE(), Scheduler()]
 
 
 PIPELINES = {"interpreter": interpreter_pipeline, "cpu": cpu_pipeline, "systolic": systolic_pipeline}

@@ -247,6 +247,14 @@ class Compiled:
     def memory_analysis(self):
         return self.executable.memory_analysis()
 
+    def systolic_report(self):
+        """Cycles, MXU utilization, busy units and bytes moved (backend="systolic")."""
+        return self.executable.systolic_report()
+
+    def program_text(self) -> str:
+        """The instruction stream as assembly (backend="systolic")."""
+        return self.executable.program_text()
+
     def __call__(self, *args, **kwargs):
         binding = self._binder.bind(args, kwargs)
         if binding.statics != self._binding.statics:

@@ -35,8 +35,14 @@ def _cpu() -> Backend:
     return backend()
 
 
+def _systolic() -> Backend:
+    from ..backends.systolic.executable import backend
+    return backend()
+
+
 # name -> factory; factories import their backend only when first asked for.
-_FACTORIES: dict[str, Callable[[], Backend]] = {"interpreter": _interpreter, "cpu": _cpu}
+_FACTORIES: dict[str, Callable[[], Backend]] = {"interpreter": _interpreter, "cpu": _cpu,
+                                                "systolic": _systolic}
 _LOADED: dict[str, Backend] = {}
 
 

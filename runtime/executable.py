@@ -83,6 +83,26 @@ class Executable:
         from ..compiler.buffer_assignment import memory_analysis
         return memory_analysis(self.module)
 
+    @property
+    def backend_runner(self):
+        """The backend's own compiled object behind `run` (e.g. the systolic program and
+        its timing report), or None when the backend returns a plain function."""
+        return getattr(self._run, "__self__", None)
+
+    def systolic_report(self):
+        """The timing model's report of a systolic program (backends/systolic)."""
+        return self._systolic_runner().report()
+
+    def program_text(self) -> str:
+        """The systolic program as assembly text."""
+        return self._systolic_runner().program.text()
+
+    def _systolic_runner(self):
+        if self.backend != "systolic":
+            raise ValueError(f"{self.name} was compiled for the {self.backend} backend; systolic "
+                             f"reports and programs exist for backend='systolic' only")
+        return self.backend_runner
+
     def validate(self, leaves: Sequence, treedef: pytree.TreeDef) -> list[np.ndarray]:
         """Check structure, shapes and dtypes; return the leaves as canonical arrays."""
         return validate_arguments(self.signature, self.name, leaves, treedef)

@@ -14,8 +14,9 @@ accumulators. So:
           MATMUL  T rows, overwrite on the first k tile, accumulate on the others
         ACTIVATE  the accumulator chunk -> the unified buffer (overlaps the next n tile)
 
-The m chunk is also limited by the unified buffer: the lhs chunk and the output chunk,
-double buffered so the next chunk's DMA overlaps this chunk's compute, must fit the
+A k tile never crosses a lanes-wide block of a unified-buffer row (`k_pieces`). The m
+chunk is also limited by the unified buffer: the lhs chunk and one output tile, double
+buffered so the next chunk's DMA overlaps this chunk's compute, must fit the
 budget the memory planner gives the layer (`plan_gemm`). When even one row of a layer
 does not fit, the planner says so (`TilingError`) instead of producing a plan that
 would overrun the buffer.
@@ -73,16 +74,32 @@ class Tile:
     last_k: bool       # the output chunk is complete after this step: activate it
 
 
+def k_pieces(k: int, array_rows: int, lanes: int) -> list[tuple[int, int]]:
+    """(k0, depth) of each weight tile along K: at most R deep, and never across a
+    lanes-wide block of a unified-buffer row (a MATMUL feeds lanes [lane, lane + k) of
+    one row; blocks hold K's columns lanes at a time)."""
+    pieces = []
+    for block in range(0, k, lanes):
+        end = min(block + lanes, k)
+        pieces += [(k0, min(array_rows, end - k0)) for k0 in range(block, end, array_rows)]
+    return pieces
+
+
 @dataclass(frozen=True)
 class GemmPlan:
     gemm: Gemm
     array_rows: int    # R
     array_cols: int    # C
     m_chunk: int       # rows per MATMUL (T), at most half the accumulator rows
+    lanes: int = 0     # unified-buffer row width (0: C)
+
+    @property
+    def k_list(self) -> list[tuple[int, int]]:
+        return k_pieces(self.gemm.k, self.array_rows, self.lanes or self.array_cols)
 
     @property
     def k_tiles(self) -> int:
-        return math.ceil(self.gemm.k / self.array_rows)
+        return len(self.k_list)
 
     @property
     def n_tiles(self) -> int:
@@ -104,11 +121,11 @@ class GemmPlan:
 
     def tiles(self, m0: int, rows: int):
         """The steps of one m chunk, in issue order (module docstring)."""
-        R, C, g = self.array_rows, self.array_cols, self.gemm
+        C, g, ks = self.array_cols, self.gemm, self.k_list
         for n0 in range(0, g.n, C):
-            for k0 in range(0, g.k, R):
-                yield Tile(m0, rows, k0, min(R, g.k - k0), n0, min(C, g.n - n0),
-                           accumulate=k0 > 0, last_k=k0 + R >= g.k)
+            for i, (k0, depth) in enumerate(ks):
+                yield Tile(m0, rows, k0, depth, n0, min(C, g.n - n0),
+                           accumulate=i > 0, last_k=i == len(ks) - 1)
 
     def all_tiles(self):
         for m0, rows in self.chunks():
@@ -116,8 +133,8 @@ class GemmPlan:
 
 
 def ub_rows_per_gemm_row(gemm: Gemm, lanes: int) -> int:
-    """Unified-buffer rows one lhs row and one output row take (lanes-wide column blocks)."""
-    return math.ceil(gemm.k / lanes) + math.ceil(gemm.n / lanes)
+    """Unified-buffer rows one lhs row (lanes-wide column blocks) and its output tile take."""
+    return math.ceil(gemm.k / lanes) + 1
 
 
 def plan_gemm(gemm: Gemm, array_rows: int, array_cols: int, acc_rows: int,
@@ -133,7 +150,11 @@ def plan_gemm(gemm: Gemm, array_rows: int, array_cols: int, acc_rows: int,
         raise TilingError(f"a {gemm.m}x{gemm.k}x{gemm.n} GEMM needs {per_row} unified-buffer rows "
                           f"per lhs row (double buffered), the budget is {ub_budget_rows}")
     m_chunk = max(1, min(gemm.m, acc_rows // 2, fit))
-    return GemmPlan(gemm, array_rows, array_cols, m_chunk)
+    if m_chunk == gemm.m and gemm.m >= 4 * array_rows:
+        # One chunk would expose its whole lhs load before the first MATMUL; two let the
+        # second chunk's load hide behind the first chunk's compute.
+        m_chunk = math.ceil(gemm.m / 2)
+    return GemmPlan(gemm, array_rows, array_cols, m_chunk, lanes)
 
 
 def ideal_matmul_cycles(plan: GemmPlan) -> int:

@@ -16,8 +16,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-ELEMENT_BYTES = 4          # every value the backend moves is f32 in host memory
+ELEMENT_BYTES = 4          # values are f32 in host memory (bf16 weights: esize 2)
 DMA_MAX_ROWS = (1 << 12) - 1
+HOST_FORMAT = {4: "f32", 2: "bf16"}
 
 
 class ViewError(ValueError):
@@ -29,15 +30,25 @@ class View:
     base: int                   # host byte address of element (0, ..., 0)
     dims: tuple[int, ...]
     strides: tuple[int, ...]    # bytes; 0 for a broadcast dim
+    esize: int = ELEMENT_BYTES  # bytes per element in host memory: 4 (f32) or 2 (bf16)
 
     @classmethod
-    def row_major(cls, base: int, dims) -> "View":
+    def row_major(cls, base: int, dims, esize: int = ELEMENT_BYTES) -> "View":
         dims = tuple(dims)
-        strides, step = [], ELEMENT_BYTES
+        strides, step = [], esize
         for d in reversed(dims):
             strides.append(step)
             step *= d
-        return cls(base, dims, tuple(reversed(strides)))
+        return cls(base, dims, tuple(reversed(strides)), esize)
+
+    @property
+    def fmt(self) -> str:
+        """The host element format DMA and LOAD_W read the view in."""
+        return HOST_FORMAT[self.esize]
+
+    def with_(self, base: int | None = None, dims=None, strides=None) -> "View":
+        return View(self.base if base is None else base, self.dims if dims is None else tuple(dims),
+                    self.strides if strides is None else tuple(strides), self.esize)
 
     # ------------------------------------------------------------ shape as a matrix
 
@@ -53,12 +64,12 @@ class View:
     def lane_stride(self) -> int:
         """Byte stride along the last dim (a size-1 last dim is contiguous)."""
         if not self.dims or self.dims[-1] == 1:
-            return ELEMENT_BYTES
+            return self.esize
         return self.strides[-1]
 
     @property
     def lanes_contiguous(self) -> bool:
-        return self.lane_stride == ELEMENT_BYTES
+        return self.lane_stride == self.esize
 
     @property
     def lane_broadcast(self) -> bool:
@@ -71,7 +82,7 @@ class View:
         return all(s == 0 or d == 1 for d, s in zip(self.dims[:-1], self.strides[:-1]))
 
     def is_row_major(self) -> bool:
-        return self == View.row_major(self.base, self.dims)
+        return self == View.row_major(self.base, self.dims, self.esize)
 
     # ------------------------------------------------------------ re-addressing
 
@@ -80,16 +91,16 @@ class View:
         for j, i in enumerate(broadcast_dimensions):
             if self.dims[j] == out_dims[i]:
                 strides[i] = self.strides[j]
-        return View(self.base, tuple(out_dims), tuple(strides))
+        return self.with_(dims=out_dims, strides=strides)
 
     def slice(self, start, limit, step) -> "View":
         base = self.base + sum(a * s for a, s in zip(start, self.strides))
         dims = tuple(max(0, -(-(hi - lo) // st)) for lo, hi, st in zip(start, limit, step))
-        return View(base, dims, tuple(s * st for s, st in zip(self.strides, step)))
+        return self.with_(base, dims, [s * st for s, st in zip(self.strides, step)])
 
     def transpose(self, permutation) -> "View":
-        return View(self.base, tuple(self.dims[p] for p in permutation),
-                    tuple(self.strides[p] for p in permutation))
+        return self.with_(dims=[self.dims[p] for p in permutation],
+                          strides=[self.strides[p] for p in permutation])
 
     def reshape(self, new_dims) -> "View":
         """The same elements under new dims, if a view can say so (no copy)."""
@@ -121,7 +132,7 @@ class View:
             else:
                 out.append(strides[k])
                 k += 1
-        return View(self.base, new_dims, tuple(out))
+        return self.with_(dims=new_dims, strides=out)
 
     # ------------------------------------------------------------ rows -> DMA runs
 

@@ -1,0 +1,117 @@
+"""The systolic backend's runtime side: compile once, run on the functional simulator.
+
+    runner = SystolicExecutable(module, config)   # optimized module -> validated program
+    outputs = runner.run([x, w, b])               # flat f32 arrays in, arrays out
+    runner.report()                               # the timing model's cycles, utilization ...
+    runner.program.text()                         # the instruction stream as assembly
+
+`runtime/backends.py` registers "systolic" with `compile(module) = SystolicExecutable(
+module, default_config()).run`; the Executable finds the runner through that bound
+method (`Executable.backend_runner`), which is how `compiled.systolic_report()` and
+`compiled.program_text()` reach it.
+
+The machine: `default_config()` is `SystolicConfig()` (128x128, bf16 multiplies),
+overridden by TESSEL_SYSTOLIC_CONFIG="rows=256,cols=256,..." (SystolicConfig field
+overrides, as the CLI takes them) or, in-process, by `with using_config(config): ...`
+around tracing/compiling (the pipeline reads it too).
+
+Before it runs, every program is checked by runtime/systolic/validate.py (operands,
+addresses, weight FIFO, tokens). The race check -- that the dependency tokens order
+every pair of conflicting accesses -- is costly on long programs: it runs when
+TESSEL_SYSTOLIC_CHECK_RACES=1 and in the backend's tests.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+
+from ...compiler.ir import Module
+from ...runtime.backends import Backend
+from ...runtime.systolic.config import SystolicConfig
+from ...runtime.systolic.validate import validate
+from .codegen import compile_program
+from .program import SystolicProgram
+
+CONFIG_ENV = "TESSEL_SYSTOLIC_CONFIG"
+RACES_ENV = "TESSEL_SYSTOLIC_CHECK_RACES"
+
+
+_override: list[SystolicConfig] = []
+
+
+@contextlib.contextmanager
+def using_config(config: SystolicConfig):
+    """Compile for `config` inside the block (the pipeline's choices, e.g. how to run a
+    convolution, and the backend's compile both read `default_config()`)."""
+    _override.append(config)
+    try:
+        yield config
+    finally:
+        _override.pop()
+
+
+def default_config() -> SystolicConfig:
+    if _override:
+        return _override[-1]
+    text = os.environ.get(CONFIG_ENV, "").strip()
+    if not text:
+        return SystolicConfig()
+    return SystolicConfig.from_overrides([part for part in text.split(",") if part.strip()])
+
+
+class SystolicExecutable:
+    """One module compiled for one machine configuration."""
+
+    def __init__(self, module: Module, config: SystolicConfig | None = None, check_races: bool | None = None):
+        self.module = module
+        self.config = config or default_config()
+        self.program: SystolicProgram = compile_program(module, self.config)
+        if check_races is None:
+            check_races = os.environ.get(RACES_ENV, "") == "1"
+        validate(self.program.instructions, self.config, host_bytes=self.program.host_bytes,
+                 races=check_races)
+        self._report = None
+
+    def run(self, arrays) -> list[np.ndarray]:
+        shapes = self.program.argument_shapes
+        if len(arrays) != len(shapes):
+            raise TypeError(f"{self.module.name}: expected {len(shapes)} arguments, given {len(arrays)}")
+        for k, (a, dims) in enumerate(zip(arrays, shapes)):
+            if tuple(np.shape(a)) != tuple(dims):
+                raise TypeError(f"{self.module.name}: argument {k} must be float32{list(dims)}, "
+                                f"given {np.asarray(a).dtype}{list(np.shape(a))}")
+        memory = self.program.memory_with(arrays)
+        simulate(self.program, memory)
+        return self.program.outputs_from(memory)
+
+    def report(self):
+        """The timing model's account of one run (cycles do not depend on the data)."""
+        if self._report is None:
+            self._report = time_program(self.program)
+        return self._report
+
+
+def simulate(program: SystolicProgram, memory: np.ndarray) -> None:
+    """Run the program on the functional simulator, in place on the host image."""
+    from ...runtime.systolic import functional
+    functional.run(program.instructions, program.config, memory)
+
+
+def time_program(program: SystolicProgram):
+    from ...runtime.systolic import timing
+    return timing.simulate_timing(program.instructions, program.config)
+
+
+def compile_module(module: Module, config: SystolicConfig | None = None) -> SystolicExecutable:
+    return SystolicExecutable(module, config)
+
+
+def compile(module: Module):
+    """The backend's compile: module -> run(list of arrays) -> list of arrays."""
+    return SystolicExecutable(module).run
+
+
+def backend() -> Backend:
+    return Backend("systolic", compile, "instruction streams for the simulated TPU-like systolic machine")

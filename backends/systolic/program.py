@@ -1,0 +1,74 @@
+"""A compiled systolic program: instructions, the machine it was compiled for, and its
+host memory image -- everything needed to run it without the compiler.
+
+    program.text()            assembly (runtime/systolic/asm.py), one instruction per line
+    program.binary()          the 128-bit encoding of every instruction
+    program.config            the SystolicConfig the addresses and tiles were planned for
+    program.to_dict()         a JSON-able manifest (config fields, addresses, sizes) that
+                              with binary() and the constants is what an AOT artifact keeps
+    program.run(arrays)       the functional simulator's results for flat argument arrays
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...runtime.systolic import asm, isa
+from ...runtime.systolic.config import SystolicConfig
+from .memory import HostImage, encode
+
+
+@dataclass
+class SystolicProgram:
+    config: SystolicConfig
+    instructions: list
+    image: HostImage
+    name: str = "main"
+    ub_peak_rows: int = 0
+    argument_shapes: list = field(default_factory=list)
+    output_shapes: list = field(default_factory=list)
+
+    def text(self) -> str:
+        return asm.disassemble(self.instructions)
+
+    def binary(self) -> bytes:
+        return isa.encode_program(self.instructions)
+
+    @property
+    def host_bytes(self) -> int:
+        return self.image.size
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for ins in self.instructions:
+            out[ins.name] = out.get(ins.name, 0) + 1
+        return out
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "config": dataclasses.asdict(self.config),
+                "host_bytes": self.image.size, "arguments": list(self.image.arguments),
+                "argument_formats": list(self.image.argument_formats),
+                "outputs": list(self.image.outputs),
+                "argument_shapes": [list(s) for s in self.argument_shapes],
+                "output_shapes": [list(s) for s in self.output_shapes],
+                "constants": [[a, int(v.size)] for a, v in self.image.constants],
+                "instructions": len(self.instructions)}
+
+    # ------------------------------------------------------------ host memory
+
+    def memory_with(self, arrays) -> np.ndarray:
+        """The initial host image with the arguments written in."""
+        memory = self.image.initial()
+        for address, fmt, array in zip(self.image.arguments, self.image.argument_formats, arrays):
+            data = encode(array, fmt, self.config.bf16_rounding).reshape(-1)
+            memory[address:address + data.nbytes] = data.view(np.uint8)
+        return memory
+
+    def outputs_from(self, memory: np.ndarray) -> list[np.ndarray]:
+        results = []
+        for address, dims in zip(self.image.outputs, self.output_shapes):
+            count = int(np.prod(dims)) if dims else 1
+            results.append(memory[address:address + 4 * count].view(np.float32).reshape(dims).copy())
+        return results
