@@ -6,7 +6,8 @@ host memory image -- everything needed to run it without the compiler.
     program.config            the SystolicConfig the addresses and tiles were planned for
     program.to_dict()         a JSON-able manifest (config fields, addresses, sizes) that
                               with binary() and the constants is what an AOT artifact keeps
-    program.run(arrays)       the functional simulator's results for flat argument arrays
+    SystolicProgram.from_parts(program.to_dict(), program.binary(), program.constant_arrays())
+                              the same program again, without the compiler
 """
 from __future__ import annotations
 
@@ -55,6 +56,29 @@ class SystolicProgram:
                 "output_shapes": [list(s) for s in self.output_shapes],
                 "constants": [[a, int(v.size)] for a, v in self.image.constants],
                 "instructions": len(self.instructions)}
+
+    def constant_arrays(self) -> list[np.ndarray]:
+        """The constants of the host image, encoded (f32, or bf16 bits as uint16)."""
+        return [array for _, array in self.image.constants]
+
+    @classmethod
+    def from_parts(cls, manifest: dict, binary: bytes, constants) -> "SystolicProgram":
+        """Rebuild a program from what `to_dict`, `binary` and `constant_arrays` give."""
+        config = SystolicConfig(**manifest["config"])
+        image = HostImage(size=manifest["host_bytes"], arguments=list(manifest["arguments"]),
+                          argument_formats=list(manifest["argument_formats"]),
+                          outputs=list(manifest["outputs"]))
+        if len(constants) != len(manifest["constants"]):
+            raise ValueError(f"program {manifest['name']!r} has {len(manifest['constants'])} constants, "
+                             f"given {len(constants)}")
+        for (address, size), array in zip(manifest["constants"], constants):
+            array = np.asarray(array)
+            if array.size != size:
+                raise ValueError(f"constant at host byte {address}: {size} elements expected, given {array.size}")
+            image.constants.append((address, array))
+        return cls(config, isa.decode_program(binary), image, name=manifest["name"],
+                   argument_shapes=[tuple(s) for s in manifest["argument_shapes"]],
+                   output_shapes=[tuple(s) for s in manifest["output_shapes"]])
 
     # ------------------------------------------------------------ host memory
 

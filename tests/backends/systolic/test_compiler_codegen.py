@@ -177,3 +177,24 @@ def test_unsupported_op_names_the_op_and_the_source_line():
 def test_f64_is_refused_with_the_dtype():
     with pytest.raises(UnsupportedOp, match="f64"):
         compile_fn(lambda x: x * 2, np.ones(3))
+
+
+# ----------------------------------------------------------------------------- the program object
+
+def test_program_round_trips_through_its_parts():
+    import json
+    from tessel.backends.systolic.executable import simulate
+    from tessel.backends.systolic.program import SystolicProgram
+    x, w, bias = f32(20, 16), f32(16, 12), f32(12)
+    exe, _ = compile_fn(lambda x, w, b: np.tanh(x @ w + b) * 2, x, w, bias)
+    program = exe.program
+    manifest = json.loads(json.dumps(program.to_dict()))
+    again = SystolicProgram.from_parts(manifest, program.binary(), program.constant_arrays())
+    assert again.text() == program.text() and again.config == program.config
+    outputs = []
+    for p in (program, again):
+        memory = p.memory_with([x, w, bias])
+        simulate(p, memory)
+        outputs.append(p.outputs_from(memory)[0])
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    assert manifest["argument_formats"] == ["bf16", "bf16", "f32"]     # x, w only feed the array
