@@ -303,10 +303,13 @@ class Lowering:
         self.plan_memory()
         for instr in sorted(self.order, key=lambda i: (self.code_step[i], self.step[i])):
             if self.emits_code(instr):
+                self.emitter.origin = instr.name
                 LOWERING[instr.opcode](self, instr)
+        self.emitter.origin = "outputs"
         self._copy_outputs()
         return SystolicProgram(self.config, self.emitter.finish(), self.image,
                                name=self.module.name, ub_peak_rows=self.ub.peak,
+                               origins=self.emitter.origins,
                                argument_shapes=[p.shape.dims for p in self.comp.parameters],
                                output_shapes=[leaf.shape.dims for leaf in self.root_leaves])
 

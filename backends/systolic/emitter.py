@@ -52,6 +52,8 @@ class Emitter:
         self.pops: dict[int, set[str]] = {}
         self.pushes: dict[int, set[str]] = {}
         self.counts: dict[str, int] = {}
+        self.origin = ""                        # the HLO instruction being lowered
+        self.origins: list[str] = []            # per emitted instruction
 
     # ------------------------------------------------------------ emitting
 
@@ -68,6 +70,7 @@ class Emitter:
         self._record(ins, unit, index)
         self.ops.append((name, fields))
         self.units.append(unit)
+        self.origins.append(self.origin)
         self.counts[name] = self.counts.get(name, 0) + 1
         return index
 
@@ -124,6 +127,7 @@ class Emitter:
                 tokens["push"] = tuple(u for u in UNITS if u in self.pushes[index])
             program.append(isa.make(name, **fields, **tokens))
         program.append(isa.make("HALT"))
+        self.origins.append("")
         return program
 
 

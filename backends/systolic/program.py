@@ -30,6 +30,7 @@ class SystolicProgram:
     ub_peak_rows: int = 0
     argument_shapes: list = field(default_factory=list)
     output_shapes: list = field(default_factory=list)
+    origins: list = field(default_factory=list)    # per instruction: the HLO instruction it came from
 
     def text(self) -> str:
         return asm.disassemble(self.instructions)

@@ -8,7 +8,6 @@ import pytest
 
 import tessel
 from tessel.backends.systolic import reference as ref
-from tessel.backends.systolic.codegen import UnsupportedOp
 from tessel.runtime.systolic.config import SystolicConfig
 
 from sim_helpers import SMALL, compile_fn, run_both
@@ -165,18 +164,6 @@ def test_convolutions_match_the_interpreter_within_the_bf16_bound(strides, paddi
     got, want, _ = run_both(_conv(strides, padding, dims), x, k)
     bound = ref.dot_relative_bound(3 * 3 * 2, against="f32") * 3 * 3 * 2 * np.max(np.abs(x)) * np.max(np.abs(k))
     assert np.max(np.abs(got[0] - want[0])) <= bound
-
-
-# ----------------------------------------------------------------------------- refusals
-
-def test_unsupported_op_names_the_op_and_the_source_line():
-    with pytest.raises(UnsupportedOp, match=r"sort .*test_compiler_codegen.py:\d+"):
-        compile_fn(lambda x: np.sort(x), f32(5))
-
-
-def test_f64_is_refused_with_the_dtype():
-    with pytest.raises(UnsupportedOp, match="f64"):
-        compile_fn(lambda x: x * 2, np.ones(3))
 
 
 # ----------------------------------------------------------------------------- the program object
