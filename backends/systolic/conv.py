@@ -16,10 +16,16 @@ stored. XLA on TPUs lowers convolutions to the MXU the same way.
 Chunks are ranges of output rows of the tall image: `rows` rows (T = rows*Wp MATMUL
 rows, at most half the accumulators) need rows + KH - 1 padded input rows in the UB.
 
-`prefer_shifted(conv)` says which convolutions take this path: stride-1 2-D ones whose
-input is deep enough that streaming every padded pixel once per kernel position costs
-less than building im2col patches in host memory (`estimated_cycles`). The rest are
-expanded to im2col + dot_general by the pipeline (SystolicConvolutionExpander).
+Packed mode is the same with the kernel positions packed into K: kernel position t's
+shifted rows are DMA'd from the zero-padded input (materialized in host memory) into
+lanes [t*C, (t+1)*C) of the chunk's rows -- im2col built by DMA inside the unified
+buffer, one DMA per kernel position and chunk -- and one MATMUL per k tile of
+K = KH*KW*C covers every position. It streams KH*KW times fewer rows than shifted mode
+when C is small (a 1-channel image fills 9 of the array's rows instead of 1).
+
+`choose_mode(conv)` picks shifted, packed, or im2col + dot_general (the CPU's expansion,
+for strided, dilated or grouped convolutions, or when it is cheaper) by
+`estimated_cycles`; the pipeline's SystolicConvolutionExpander expands the im2col ones.
 """
 from __future__ import annotations
 
@@ -45,45 +51,67 @@ def supported(conv: Instruction) -> bool:
             and conv.operands[1].shape.size > 0)
 
 
-def estimated_cycles(conv: Instruction, config) -> tuple[float, float]:
-    """(shifted matmuls, im2col + dot) cycles per output-feature tile, roughly: rows the
-    array streams, plus for im2col the patch matrix written and read back through host
-    memory. Shifted matmuls stream every padded pixel once per kernel position with
-    K = C; im2col streams every output pixel once with K = KH*KW*C packed densely."""
+# What one DMA instruction costs beyond its bytes in these estimates (issue, descriptor,
+# and the dependency waits that many small transfers add up to).
+DMA_OVERHEAD_CYCLES = 8
+
+
+def _shape(conv: Instruction):
+    """(batch, channels, kernel positions, padded pixels per image, output pixels per
+    image, image rows, output rows)."""
     dn = ops.parse_dim_labels(conv.attrs["dim_labels"])
     x, k = conv.operands[0].shape.dims, conv.operands[1].shape.dims
-    b, c = x[dn.input_batch], x[dn.input_feature]
-    taps = math.prod(k[d] for d in dn.kernel_spatial)
     padding = ops.conv_window(conv.attrs, len(dn.input_spatial))[1]
-    padded = math.prod(x[d] + lo + hi for d, (lo, hi) in zip(dn.input_spatial, padding))
-    out = math.prod(conv.shape.dims[d] for d in dn.output_spatial)
-    shifted = taps * math.ceil(c / config.rows) * b * padded
-    patch_bytes = b * out * taps * c * 4
-    im2col = math.ceil(taps * c / config.rows) * b * out + 2 * patch_bytes / config.host_bytes_per_cycle
-    return shifted, im2col
+    return (x[dn.input_batch], x[dn.input_feature], math.prod(k[d] for d in dn.kernel_spatial),
+            math.prod(x[d] + lo + hi for d, (lo, hi) in zip(dn.input_spatial, padding)),
+            math.prod(conv.shape.dims[d] for d in dn.output_spatial),
+            x[dn.input_spatial[0]] if dn.input_spatial else 1,
+            conv.shape.dims[dn.output_spatial[0]] if dn.output_spatial else 1)
 
 
-def prefer_shifted(conv: Instruction) -> bool:
-    """Shifted matmuls when supported and cheaper (`estimated_cycles`): deep inputs,
-    whose im2col patches would be large; shallow ones (a 1-channel image) fill more of
-    the array through im2col. The machine is the configured one (default_config)."""
+def estimated_cycles(conv: Instruction, config) -> dict[str, float]:
+    """Rough cycles per output-feature tile of each way to run a convolution: rows the
+    array streams, host bytes moved at the host bandwidth, and DMA instructions (per image
+    row: the image read, the padding copy, im2col's strided slices, the stores).
+
+    shifted   every padded pixel once per kernel position, K = C (input read once)
+    packed    every padded pixel once, K = KH*KW*C packed in the UB lanes (input read
+              once per kernel position, by DMA into lane offsets)
+    im2col    every output pixel once, K = KH*KW*C, the patch matrix written to and read
+              back from host memory (compiler/passes/convolution_expander.py)
+    """
+    b, c, taps, padded, out, h, oh = _shape(conv)
+    bw, r, dma = config.host_bytes_per_cycle, config.rows, DMA_OVERHEAD_CYCLES
+    return {"shifted": taps * math.ceil(c / r) * b * padded + b * padded * c * 4 / bw + dma * b * (h + oh),
+            "packed": (math.ceil(taps * c / r) * b * padded + (taps + 2) * b * padded * c * 4 / bw
+                       + dma * b * (2 * h + oh)),
+            "im2col": (math.ceil(taps * c / r) * b * out + (2 * taps + 2) * b * out * c * 4 / bw
+                       + dma * b * (2 * taps * oh + 2 * h))}
+
+
+def choose_mode(conv: Instruction, config=None) -> str:
+    """The cheapest way (`estimated_cycles`) among those that apply: shifted and packed
+    need a stride-1, undilated, ungrouped 2-D convolution. The machine is `config`, by
+    default the configured one (default_config)."""
     if not supported(conv):
-        return False
-    from .executable import default_config
-    shifted, im2col = estimated_cycles(conv, default_config())
-    return shifted <= im2col
+        return "im2col"
+    if config is None:
+        from .executable import default_config
+        config = default_config()
+    costs = estimated_cycles(conv, config)
+    return min(costs, key=costs.get)
 
 
-def _expand_unless_shifted(ctx, conv):
-    return None if prefer_shifted(conv) else expand_convolution(ctx, conv)
+def _expand_if_im2col(ctx, conv):
+    return expand_convolution(ctx, conv) if choose_mode(conv) == "im2col" else None
 
 
 class SystolicConvolutionExpander(RewritePass):
     name = "systolic-convolution-expander"
     table = RuleTable([
-        # Deep stride-1 2-D convolutions run as shifted matmuls (module docstring); the
-        # others become im2col + dot_general as on the CPU (`prefer_shifted`).
-        Rule("convolution_to_gemm_unless_shifted", Pat("convolution", name="conv"), _expand_unless_shifted),
+        # Convolutions the code generator runs as shifted or packed matmuls stay; the
+        # others become im2col + dot_general as on the CPU (`choose_mode`).
+        Rule("convolution_to_gemm_unless_direct", Pat("convolution", name="conv"), _expand_if_im2col),
     ])
 
 
@@ -104,87 +132,178 @@ def _views(lw, conv: Instruction):
     return x, k, scratch, (scratch.transpose(inverse), final)
 
 
+class _Conv:
+    """The geometry of one convolution on the tall flattened padded image."""
+
+    def __init__(self, lw, conv: Instruction, mode: str):
+        self.lw, self.mode = lw, mode
+        self.x, self.k, self.out, self.transpose_after = _views(lw, conv)
+        self.B, self.H, self.W, self.C = self.x.dims
+        self.KH, self.KW, _, self.O = self.k.dims
+        (self.plh, phh), (self.plw, phw) = ops.conv_window(conv.attrs, 2)[1]
+        self.Hp, self.Wp = self.H + self.plh + phh, self.W + self.plw + phw
+        self.OH, self.OW = self.out.dims[1], self.out.dims[2]
+        cfg, L = lw.config, lw.lanes
+        self.K = self.C if mode == "shifted" else self.KH * self.KW * self.C      # lanes of one input row
+        self.blocks = [(c0, min(L, self.K - c0)) for c0 in range(0, self.K, L)]
+        self.pieces = k_pieces(self.K, cfg.rows, L)
+        self.n_tiles = [(n0, min(cfg.cols, self.O - n0)) for n0 in range(0, self.O, cfg.cols)]
+        self.tall = self.B * self.Hp - self.KH + 1                # output rows of the tall image
+        per_row = self.Wp * (len(self.blocks) + 1)
+        rows = min(self.tall, (cfg.acc_rows // 2) // self.Wp, (lw.ub.rows // 4) // per_row - self.KH)
+        self.rows = max(1, min(rows, 65535 // self.Wp))
+
+    def chunks(self):
+        chunks = [(y0, min(self.rows, self.tall - y0)) for y0 in range(0, self.tall, self.rows)]
+        return [c for c in chunks if _valid_rows(c, self.Hp, self.OH)]
+
+    def in_rows(self, count: int) -> int:
+        """UB rows one block of a chunk's input takes."""
+        if self.mode == "shifted":
+            return (count + self.KH - 1) * self.Wp + self.KW - 1
+        return count * self.Wp
+
+    def taps(self):
+        return [(i, j) for i in range(self.KH) for j in range(self.KW)]
+
+    def matmuls(self):
+        """(row offset, k0, depth, kernel position) of each MATMUL of one n tile."""
+        if self.mode == "shifted":
+            return [(i * self.Wp + j, k0, d, (i, j)) for i, j in self.taps() for k0, d in self.pieces]
+        return [(0, k0, d, None) for k0, d in self.pieces]
+
+    def weight_tile(self, where, k0, depth, n0, width) -> dict:
+        k = self.k
+        if where is not None:           # shifted: the kernel position's [I, O] slice
+            i, j = where
+            base, row_stride = k.base + i * k.strides[0] + j * k.strides[1], k.strides[2]
+        else:                           # packed: rows of the [KH*KW*I, O] matrix
+            base, row_stride = k.base, k.strides[2]
+        return dict(src="host", addr=base + k0 * row_stride + n0 * k.esize, k=depth, n=width,
+                    stride=row_stride, transpose=0, fmt=k.fmt)
+
+
 def lower_convolution(lw, conv: Instruction) -> None:
+    """Shifted or packed matmuls over the tall flattened padded image (module docstring)."""
     from .gemm import WeightStream, load_bias_rows
-    from .vector import load_block, store_block
+    from .vector import store_block
+    costs = estimated_cycles(conv, lw.config)      # the pipeline kept it: shifted or packed
+    mode = "packed" if choose_mode(conv, lw.config) == "packed" or costs["packed"] < costs["shifted"] else "shifted"
+    g = _Conv(lw, conv, mode)
+    _prepare_operands(lw, g)
     cfg, e, L = lw.config, lw.emitter, lw.lanes
-    x, k, out, transpose_after = _views(lw, conv)
-    B, H, W, C = x.dims
-    KH, KW, _, O = k.dims
-    (plh, phh), (plw, phw) = ops.conv_window(conv.attrs, 2)[1]
-    Hp, Wp = H + plh + phh, W + plw + phw
-    OH, OW = out.dims[1], out.dims[2]
-    if not (k.lanes_contiguous or k.strides[2] == k.esize):
-        from .gemm import _materialized
-        k = _materialized(lw, k)
-    transposed = not k.lanes_contiguous          # kernel stored [.., O, I]: read tiles transposed
-    blocks = [(c0, min(L, C - c0)) for c0 in range(0, C, L)]
-    pieces = k_pieces(C, cfg.rows, L)
-    n_tiles = [(n0, min(cfg.cols, O - n0)) for n0 in range(0, O, cfg.cols)]
-    tall = B * Hp - KH + 1                          # output rows of the tall image
-    rows = max(1, min(tall, (cfg.acc_rows // 2) // Wp, (lw.ub.rows // 4) // (Wp * (len(blocks) + 1)) - KH))
-    if rows * Wp > 65535:
-        rows = max(1, 65535 // Wp)
     epi = lw.epilogues[conv]
-    bias_rows = load_bias_rows(lw, epi, n_tiles)
+    bias_rows = load_bias_rows(lw, epi, g.n_tiles)
     weights = WeightStream(lw)
-    chunks = [(y0, min(rows, tall - y0)) for y0 in range(0, tall, rows)]
-    chunks = [c for c in chunks if _valid_rows(c, Hp, OH)]
+    chunks = g.chunks()
     for _ in chunks:
-        for n0, width in n_tiles:
-            for i in range(KH):
-                for j in range(KW):
-                    for k0, depth in pieces:
-                        weights.tiles.append(_weight_tile(k, i, j, k0, depth, n0, width, transposed))
+        for n0, width in g.n_tiles:
+            for _, k0, depth, where in g.matmuls():
+                weights.tiles.append(g.weight_tile(where, k0, depth, n0, width))
     state = {"matmul": 0, "region": 0}
-    in_rows = lambda count: (count + KH - 1) * Wp + KW - 1
 
     def load(chunk):
-        y0, count = chunk
-        n_in = in_rows(count)
-        base = lw.ub.alloc(n_in * len(blocks))
-        for bi, (c0, w) in enumerate(blocks):
-            _zero(lw, base + bi * n_in, n_in)
-            for yt in range(y0, min(y0 + count + KH - 1, B * Hp)):
-                b, yp = divmod(yt, Hp)
-                y = yp - plh
-                if 0 <= y < H:
-                    image_row = x.with_(x.base + b * x.strides[0] + y * x.strides[1], (W, C), x.strides[2:])
-                    load_block(lw, image_row, 0, W, c0, w, base + bi * n_in + (yt - y0) * Wp + plw)
+        base = lw.ub.alloc(g.in_rows(chunk[1]) * len(g.blocks))
+        (_load_shifted if g.mode == "shifted" else _load_packed)(lw, g, chunk, base)
         return base
 
     def compute(chunk, base):
         y0, count = chunk
-        n_in, T = in_rows(count), count * Wp
-        for j_n, (n0, width) in enumerate(n_tiles):
+        n_in, T = g.in_rows(count), count * g.Wp
+        for j_n, (n0, width) in enumerate(g.n_tiles):
             acc = state["region"] * (cfg.acc_rows // 2)
             state["region"] ^= 1
-            first = True
-            for i in range(KH):
-                for j in range(KW):
-                    for k0, depth in pieces:
-                        weights.before_matmul(state["matmul"])
-                        state["matmul"] += 1
-                        e.emit("MATMUL", ub=base + (k0 // L) * n_in + i * Wp + j, acc=acc, rows=T,
-                               lane=k0 % L, mode="overwrite" if first else "accumulate", swap=1)
-                        first = False
+            for m, (offset, k0, depth, _) in enumerate(g.matmuls()):
+                weights.before_matmul(state["matmul"])
+                state["matmul"] += 1
+                e.emit("MATMUL", ub=base + (k0 // L) * n_in + offset, acc=acc, rows=T, lane=k0 % L,
+                       mode="accumulate" if m else "overwrite", swap=1)
             tile = lw.ub.alloc(T)
             bias = dict(bias=1, bias_ub=bias_rows + j_n) if bias_rows is not None else {}
             e.emit("ACTIVATE", acc=acc, ub=tile, rows=T, fn=epi.fn, scale=epi.scale, **bias)
             for yt in range(y0, y0 + count):
-                b, y = divmod(yt, Hp)
-                if y < OH:
-                    out_row = out.with_(out.base + b * out.strides[0] + y * out.strides[1], (OW, O), out.strides[2:])
-                    store_block(lw, tile + (yt - y0) * Wp, out_row, 0, OW, n0, width)
+                b, y = divmod(yt, g.Hp)
+                if y < g.OH:
+                    out = g.out
+                    out_row = out.with_(out.base + b * out.strides[0] + y * out.strides[1], (g.OW, g.O), out.strides[2:])
+                    store_block(lw, tile + (yt - y0) * g.Wp, out_row, 0, g.OW, n0, width)
             lw.ub.release(tile, T)
-        lw.ub.release(base, n_in * len(blocks))
+        lw.ub.release(base, n_in * len(g.blocks))
 
     pipelined(chunks, load, compute)
     if bias_rows is not None:
-        lw.ub.release(bias_rows, len(n_tiles))
-    if transpose_after is not None:
+        lw.ub.release(bias_rows, len(g.n_tiles))
+    if g.transpose_after is not None:
         from .vector import copy
-        copy(lw, *transpose_after)
+        copy(lw, *g.transpose_after)
+
+
+def _prepare_operands(lw, g: _Conv) -> None:
+    """Kernel rows with contiguous output features (and for packed mode, the kernel as a
+    [KH*KW*I, O] matrix and the zero-padded input in host memory, row-major)."""
+    from .gemm import _materialized
+    k = g.k
+    if not k.lanes_contiguous or (g.mode == "packed" and not k.is_row_major()):
+        g.k = _materialized(lw, k)
+    if g.mode == "packed":
+        g.padded = _padded_input(lw, g)
+
+
+def _padded_input(lw, g: _Conv) -> View:
+    """[B*Hp*Wp (+ KW - 1 spare rows), C] in host memory: the input inside zeros."""
+    from .vector import Imm, copy, rowwise
+    x = g.x
+    pad_free = g.Hp == g.H and g.Wp == g.W and x.is_row_major()
+    if pad_free:
+        return x.reshape((g.B * g.H * g.W, g.C))
+    rows = g.B * g.Hp * g.Wp
+    flat = View.row_major(lw.image.region(rows * g.C * x.esize), (rows, g.C), x.esize)
+    rowwise(lw, flat, [Imm(0.0)], lambda tiles, n: tiles[0])
+    image = flat.reshape((g.B, g.Hp, g.Wp, g.C))
+    copy(lw, x, image.slice((0, g.plh, g.plw, 0), (g.B, g.plh + g.H, g.plw + g.W, g.C), (1, 1, 1, 1)))
+    return flat
+
+
+def _load_shifted(lw, g: _Conv, chunk, base: int) -> None:
+    """The chunk's padded input rows (and KH - 1 more), channels as lanes, zeros around."""
+    from .vector import load_block
+    y0, count = chunk
+    n_in, x = g.in_rows(count), g.x
+    for bi, (c0, w) in enumerate(g.blocks):
+        _zero(lw, base + bi * n_in, n_in)
+        for yt in range(y0, min(y0 + count + g.KH - 1, g.B * g.Hp)):
+            b, yp = divmod(yt, g.Hp)
+            y = yp - g.plh
+            if 0 <= y < g.H:
+                image_row = x.with_(x.base + b * x.strides[0] + y * x.strides[1], (g.W, g.C), x.strides[2:])
+                load_block(lw, image_row, 0, g.W, c0, w, base + bi * n_in + (yt - y0) * g.Wp + g.plw)
+
+
+def _load_packed(lw, g: _Conv, chunk, base: int) -> None:
+    """The chunk's patch rows: kernel position t's input rows (the padded image shifted
+    by i*Wp + j rows) into lanes [t*C, (t+1)*C), split where a lane block ends."""
+    from .vector import load_block
+    y0, count = chunk
+    T, L, flat = count * g.Wp, lw.lanes, g.padded
+    total = flat.dims[0]
+    for t, (i, j) in enumerate(g.taps()):
+        start = (y0 + i) * g.Wp + j
+        rows = max(0, min(T, total - start))        # past the last image: only garbage rows read it
+        if rows == 0:
+            continue
+        lane = t * g.C
+        while lane < (t + 1) * g.C:
+            block, offset = divmod(lane, L)
+            width = min((t + 1) * g.C - lane, L - offset)
+            source = flat.slice((start, lane - t * g.C), (start + rows, lane - t * g.C + width), (1, 1))
+            _load_lanes(lw, source, base + block * T, offset)
+            lane += width
+
+
+def _load_lanes(lw, view: View, dst: int, lane: int) -> None:
+    for run in view.runs(0, view.rows):
+        lw.emitter.emit("DMA_LOAD", host=run.host, ub=dst + run.offset, rows=run.rows, cols=view.cols,
+                        lane=lane, stride=run.stride, fmt=view.fmt)
 
 
 def _valid_rows(chunk, Hp, OH) -> bool:
@@ -196,15 +315,6 @@ def _zero(lw, row: int, count: int) -> None:
     for r0 in range(0, count, 4095):
         lw.emitter.emit("DMA_LOAD", host=lw.zeros, ub=row + r0, rows=min(4095, count - r0), cols=lw.lanes,
                         stride=0, fmt="f32")
-
-
-def _weight_tile(k, i, j, k0, depth, n0, width, transposed) -> dict:
-    base = k.base + i * k.strides[0] + j * k.strides[1]
-    if transposed:      # rows along O, elements along I
-        addr, stride = base + n0 * k.strides[3] + k0 * k.esize, k.strides[3]
-    else:               # rows along I, elements along O
-        addr, stride = base + k0 * k.strides[2] + n0 * k.esize, k.strides[2]
-    return dict(src="host", addr=addr, k=depth, n=width, stride=stride, transpose=int(transposed), fmt=k.fmt)
 
 
 def conv_tiles(conv: Instruction, config) -> int:

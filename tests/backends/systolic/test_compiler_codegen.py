@@ -126,39 +126,49 @@ def _conv(strides, padding, dims=("NHWC", "HWIO", "NHWC")):
     return lambda x, k: tessel.lax.conv_general_dilated(x, k, strides, padding, dimension_numbers=dims)
 
 
-def test_shifted_matmuls_are_chosen_for_deep_inputs_only():
+def test_each_convolution_takes_the_cheapest_way():
     from tessel.backends.systolic import conv
-    deep = compile_fn(_conv((1, 1), "SAME"), f32(8, 14, 14, 128), f32(3, 3, 128, 128),
-                      config=SystolicConfig())[1]
-    shallow = compile_fn(_conv((1, 1), "SAME"), f32(8, 28, 28, 1), f32(3, 3, 1, 16),
-                         config=SystolicConfig())[1]
-    assert " convolution(" in str(deep) and " convolution(" not in str(shallow)
-    shifted, im2col = conv.estimated_cycles(next(i for i in deep.entry.instructions
-                                                 if i.opcode == "convolution"), SystolicConfig())
-    assert shifted < im2col
+    cases = {"shifted": (f32(8, 14, 14, 128), f32(3, 3, 128, 128), (1, 1)),
+             "packed": (f32(8, 28, 28, 1), f32(3, 3, 1, 16), (1, 1)),
+             "im2col": (f32(8, 28, 28, 3), f32(3, 3, 3, 16), (2, 2))}
+    for mode, (x, k, strides) in cases.items():
+        module = compile_fn(_conv(strides, "SAME"), x, k, config=SystolicConfig())[1]
+        kept = [i for i in module.entry.instructions if i.opcode == "convolution"]
+        assert bool(kept) == (mode != "im2col"), mode
+        if kept:
+            assert conv.choose_mode(kept[0], SystolicConfig()) == mode
 
 
-def test_stride_1_convolution_as_shifted_matmuls(monkeypatch):
+def _force(monkeypatch, mode):
     from tessel.backends.systolic import conv
-    monkeypatch.setattr(conv, "prefer_shifted", conv.supported)     # force the path on a small case
-    x, k = f32(2, 7, 7, 9), f32(3, 3, 9, 5)          # 9 channels on 8 array rows: 2 k tiles
+    monkeypatch.setattr(conv, "choose_mode",
+                        lambda c, config=None: mode if conv.supported(c) else "im2col")
+    if mode != "im2col":
+        monkeypatch.setattr(conv, "estimated_cycles", lambda c, config: {
+            "shifted": float(mode != "shifted"), "packed": float(mode != "packed"), "im2col": 2.0})
+
+
+@pytest.mark.parametrize("mode", ["shifted", "packed"])
+def test_stride_1_convolution_as_direct_matmuls(mode, monkeypatch):
+    _force(monkeypatch, mode)
+    x, k = f32(2, 7, 7, 9), f32(3, 3, 9, 5)          # 9 channels on 8 array rows: 2 k tiles (shifted)
     got, want, exe = run_both(_conv((1, 1), "SAME"), x, k)
     import systolic_models as sm
     np.testing.assert_allclose(got[0], sm.BF16.conv(x, k), rtol=1e-5, atol=1e-5)
     counts = exe.program.counts()
-    assert counts["MATMUL"] % 18 == 0 and counts["MATMUL"] == counts["LOAD_W"]  # per kernel position, k tile
-    assert "VEC_BIN" not in counts                                               # no im2col copies
+    per_chunk = 9 * 2 if mode == "shifted" else 81 // 8 + 1           # k tiles of C, or of 9*C
+    assert counts["MATMUL"] % per_chunk == 0 and counts["MATMUL"] == counts["LOAD_W"]
+    assert "VEC_BIN" not in counts                                     # no im2col copies
 
 
-@pytest.mark.parametrize("shifted", [True, False])
+@pytest.mark.parametrize("mode", ["shifted", "packed", "im2col"])
 @pytest.mark.parametrize("strides,padding,dims", [
     ((1, 1), ((2, 0), (1, 3)), ("NCHW", "OIHW", "NCHW")),      # other layouts, uneven padding
     ((2, 1), "SAME", ("NHWC", "HWIO", "NHWC")),                  # strided: always im2col + dot
     ((1, 1), "VALID", ("NHWC", "OIHW", "NCHW")),
 ])
-def test_convolutions_match_the_interpreter_within_the_bf16_bound(strides, padding, dims, shifted, monkeypatch):
-    from tessel.backends.systolic import conv
-    monkeypatch.setattr(conv, "prefer_shifted", conv.supported if shifted else lambda c: False)
+def test_convolutions_match_the_interpreter_within_the_bf16_bound(strides, padding, dims, mode, monkeypatch):
+    _force(monkeypatch, mode)
     x = f32(2, 3, 9, 8) if dims[0] == "NCHW" else f32(2, 9, 8, 3)
     k = f32(4, 3, 3, 2) if dims[1] == "OIHW" else f32(3, 2, 3, 4)
     got, want, _ = run_both(_conv(strides, padding, dims), x, k)
