@@ -10,6 +10,8 @@ The entry computation runs in schedule order. Every value lives in host memory
     view        broadcast_in_dim, slice, transpose, reshape: re-addressing, no code
                 (views.py); consumers read the operand through the view
     epilogue    scale / bias / activation following a dot: done by the dot's ACTIVATE
+    row group   softmax / layer norm chains: one row kernel (rows.py) at the last member
+    inlined     single-use elementwise values: computed in their user's kernel
     kernel      emits instructions: dot_general and convolution on the matrix unit
                 (gemm.py, conv.py);
                 elementwise ops, reductions, reduce_window, copies on the vector unit
@@ -29,7 +31,7 @@ from ...compiler import dtypes
 from ...compiler.ir import Instruction, Module
 from ...compiler.rewrite import splat_value
 from ...runtime.systolic.config import SystolicConfig
-from . import conv, gemm, vector
+from . import conv, gemm, rows, vector
 from .emitter import Emitter, UBAllocator
 from .memory import HostImage, Temporary, pack
 from .program import SystolicProgram
@@ -146,6 +148,7 @@ class Lowering:
         self.epilogues: dict[Instruction, gemm.Epilogue] = {}   # dot -> its fused epilogue
         self.fused: set[Instruction] = set()              # epilogue ops after a dot (no code)
         self.inlined: set[Instruction] = set()            # elementwise ops computed in their user's kernel
+        self.grouped: dict[Instruction, rows.RowGroup] = {}     # row kernels' members
         self.code_step: dict[Instruction, int] = {}       # where a kernel's code goes
         self.root_leaves = list(self.comp.root.operands)
 
@@ -154,7 +157,7 @@ class Lowering:
     def place(self) -> None:
         """Epilogues join their dots; the dot's code moves to the epilogue's end, where
         every operand of the chain is defined."""
-        users = self.comp.users()
+        users = self._users = self.comp.users()
         for instr in self.order:
             self.code_step[instr] = self.step[instr]
         for instr in self.order:
@@ -163,12 +166,17 @@ class Lowering:
                 self.epilogues[instr] = epilogue
                 self.fused.update(epilogue.members[1:])
                 self.code_step[instr] = self.step[epilogue.end]
+        for group in rows.row_groups(self, users):
+            self.grouped.update({m: group for m in group.members})
         self.inlined = vector.inlined_producers(self, users)
 
     def stored(self, instr: Instruction) -> bool:
         """Whether the value has storage of its own in host memory."""
         if instr.opcode in ALIAS_OPS or instr in self.view_source or instr in self.inlined:
             return False
+        if instr in self.grouped:           # a row kernel stores what others read
+            group = self.grouped[instr]
+            return instr in self.root_leaves or any(u not in group.kinds for u in self._users.get(instr, ()))
         if instr.opcode in MATRIX_OPS:
             return self.epilogues[instr].end is instr
         if instr in self.fused:
@@ -176,6 +184,8 @@ class Lowering:
         return True
 
     def emits_code(self, instr: Instruction) -> bool:
+        if instr in self.grouped:
+            return instr is self.grouped[instr].last
         return (instr.opcode not in STORAGE_OPS + ALIAS_OPS and instr not in self.fused
                 and instr not in self.view_source and instr not in self.inlined)
 
@@ -197,7 +207,7 @@ class Lowering:
                 continue
             rule = VIEWS.get(instr.opcode) or (_same if _is_identity_convert(instr) else None)
             operand = instr.operands[0] if instr.operands else None
-            if rule is not None and operand in self.views:
+            if rule is not None and operand in self.views and instr not in self.grouped:
                 try:
                     self.views[instr] = rule(self.views[operand], instr)
                     self.view_source[instr] = self.source_of(operand)
@@ -282,6 +292,8 @@ class Lowering:
 
     def reads(self, instr: Instruction) -> list[Instruction]:
         """The values `instr`'s code reads (a dot reads its epilogue's operands too)."""
+        if instr in self.grouped:
+            return self.grouped[instr].inputs()
         operands = list(instr.operands)
         if instr.opcode in MATRIX_OPS:
             operands += self.epilogues[instr].extra_operands
@@ -304,7 +316,10 @@ class Lowering:
         for instr in sorted(self.order, key=lambda i: (self.code_step[i], self.step[i])):
             if self.emits_code(instr):
                 self.emitter.origin = instr.name
-                LOWERING[instr.opcode](self, instr)
+                if instr in self.grouped:
+                    rows.lower_row_group(self, self.grouped[instr])
+                else:
+                    LOWERING[instr.opcode](self, instr)
         self.emitter.origin = "outputs"
         self._copy_outputs()
         return SystolicProgram(self.config, self.emitter.finish(), self.image,

@@ -230,7 +230,7 @@ def inlined_producers(lw, users) -> set:
         if len(readers) != 1:
             continue
         (user,) = readers
-        if user in lw.fused or _identity_convert(user):
+        if user in lw.fused or _identity_convert(user) or instr in lw.grouped or user in lw.grouped:
             continue
         same_dims = user.shape.dims == instr.shape.dims
         if user.opcode in ELEMENTWISE and same_dims:

@@ -105,3 +105,14 @@ def test_f64_is_refused_with_the_dtype():
 def test_int8_machine_is_refused_for_float_programs():
     with pytest.raises(UnsupportedOp, match="int8"):
         compile_fn(lambda x: x @ x, f32(4, 4), config=SMALL.with_(dtype="int8"))
+
+
+@pytest.mark.parametrize("fn", [sm.softmax, lambda x: sm.layer_norm(x, np.float32(1.5), np.float32(0.25))])
+def test_softmax_and_layer_norm_are_one_row_kernel(fn):
+    exe, _ = compile_fn(fn, f32(12, 30))                 # 30 lanes: 4 blocks of 8
+    program = exe.program
+    loads = [i for i in program.instructions if i.name == "DMA_LOAD" and i.stride != 0]
+    stores = [i for i in program.instructions if i.name == "DMA_STORE"]
+    assert sum(i.rows * i.cols for i in stores) == 12 * 30           # only the result leaves the UB
+    assert sum(i.rows * i.cols for i in loads) == 12 * 30            # and the input is read once
+    assert program.counts()["VEC_RED"] >= 4                          # row reductions per lane block
