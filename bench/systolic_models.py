@@ -79,6 +79,7 @@ def measure(name, module, inputs, model_fn, config, check: bool) -> dict:
         if model_fn is not None:
             want = model_fn()
             row["max_abs_diff_vs_bf16_model"] = float(np.max(np.abs(got - want)))
+            row["max_abs_bf16_model"] = float(np.max(np.abs(want)))
     return row
 
 
@@ -92,7 +93,8 @@ def print_row(row: dict) -> None:
         line += f", simulate {row['simulate_s']:.1f}s"
     line += ")"
     if "max_abs_diff_vs_bf16_model" in row:
-        line += f"  |machine - bf16 model| = {row['max_abs_diff_vs_bf16_model']:.2e}"
+        line += (f"  max|machine - bf16 model| = {row['max_abs_diff_vs_bf16_model']:.2e}"
+                 f" (max|model| = {row['max_abs_bf16_model']:.2f})")
     print(line, flush=True)
 
 

@@ -17,6 +17,24 @@ from tessel.backends.systolic import reference as ref
 
 import systolic_models as sm
 
+
+def _matmuls_with_tiles(program):
+    """(MATMUL, the LOAD_W of its active tile) pairs, following the weight FIFO."""
+    fifo, active, out = [], None, []
+    for ins in program:
+        if ins.name == "LOAD_W":
+            fifo.append(ins)
+        elif ins.name == "MATMUL":
+            if ins.swap:
+                active = fifo.pop(0)
+            out.append((_Tile(ins.rows, active.k, active.n), active))
+    return out
+
+
+class _Tile:
+    def __init__(self, rows, k, n):
+        self.rows, self.k, self.n = rows, k, n
+
 MODELS = sm.small_models(np.random.default_rng(0))
 
 
@@ -66,5 +84,10 @@ def test_compiled_program_is_inspectable():
     compiled = tessel.jit(sm.traced(model, **static), backend="systolic").lower(params, x).compile()
     text = compiled.program_text()
     assert text.splitlines()[-1].startswith("HALT") and "MATMUL" in text and "ACTIVATE" in text
+    report = compiled.systolic_report()
+    program = compiled.executable.backend_runner.program
+    assert report.macs == sum(i.rows * i.k * i.n for i, w in _matmuls_with_tiles(program.instructions))
+    assert report.macs == sum(w.shape[0] * w.shape[1] for w, _ in params) * x.shape[0]   # M*K*N per layer
+    assert 0 < report.mxu_utilization < 1 and report.total_cycles > 0
     with pytest.raises(ValueError, match="backend='systolic' only"):
         tessel.jit(sm.traced(model, **static), backend="interpreter").lower(params, x).compile().program_text()
