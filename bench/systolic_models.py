@@ -5,6 +5,7 @@
     python bench/systolic_models.py --check         # also run the functional simulator and
                                                     # compare with the bf16 NumPy model
     python bench/systolic_models.py --json out.json
+    python bench/systolic_models.py --trace DIR     # Chrome/Perfetto timelines (one track per unit)
 
 For each model (tests/backends/systolic/systolic_models.py: MLP 784-512-512-10 batch 256,
 CNN 28x28 batch 64, GPT-2 block seq 256 width 512 8 heads) and for a 1024^3 GEMM, the
@@ -57,7 +58,7 @@ def workloads(rng):
     return out
 
 
-def measure(name, module, inputs, model_fn, config, check: bool) -> dict:
+def measure(name, module, inputs, model_fn, config, check: bool, trace_dir: str = "") -> dict:
     t0 = time.perf_counter()
     with using_config(config):
         optimized, _ = pipeline.optimize(module, "systolic")
@@ -65,6 +66,11 @@ def measure(name, module, inputs, model_fn, config, check: bool) -> dict:
     t1 = time.perf_counter()
     report = time_program(exe.program)
     t2 = time.perf_counter()
+    if trace_dir:
+        from tessel.runtime.systolic.report import write_chrome_trace
+        slug = "".join(c if c.isalnum() else "_" for c in name.split()[0] + f"_{config.rows}x{config.cols}")
+        Path(trace_dir).mkdir(parents=True, exist_ok=True)
+        write_chrome_trace(report, Path(trace_dir) / f"{slug}.json")
     row = {"model": name, "array": f"{config.rows}x{config.cols}", "cycles": report.total_cycles,
            "microseconds": report.seconds * 1e6, "mxu_utilization": report.mxu_utilization,
            "macs": report.macs, "instructions": len(exe.program.instructions),
@@ -104,13 +110,14 @@ def main(argv=None) -> int:
     parser.add_argument("--only", default="", help="substring of the model names to run")
     parser.add_argument("--check", action="store_true", help="also run the functional simulator")
     parser.add_argument("--json", default="", help="write the rows as JSON to this file")
+    parser.add_argument("--trace", default="", help="write a Chrome-trace timeline per run into this folder")
     args = parser.parse_args(argv)
     rows = []
     for name, (module, inputs, model_fn) in workloads(np.random.default_rng(0)).items():
         if args.only and args.only not in name:
             continue
         for n in (int(v) for v in args.arrays.split(",")):
-            row = measure(name, module, inputs, model_fn, SystolicConfig(rows=n, cols=n), args.check)
+            row = measure(name, module, inputs, model_fn, SystolicConfig(rows=n, cols=n), args.check, args.trace)
             print_row(row)
             rows.append(row)
     if args.json:

@@ -17,9 +17,12 @@ Overlap comes from the emission order, since each unit runs its instructions in 
 
 Epilogue (`match_epilogue`, also for convolution.py): the chain dot -> multiply/divide
 by a constant (scale) -> add a broadcast [N] along the lanes' dim or a constant (bias)
--> relu / tanh / logistic (fn), each link the only user of the one before, becomes
-ACTIVATE's scale, bias row and fn: fn(acc * scale + bias). The dot's code then runs
-where the chain ends.
+-> an activation (fn), each link the only user of the one before, becomes ACTIVATE's
+scale, bias row and fn: fn(acc * scale + bias). The activation is relu / tanh /
+logistic as one op, or any elementwise subgraph of the value and constants that
+computes one of ACTIVATE's functions -- GELU (tanh form) however it is written --
+recognised by evaluating it on sample points with the interpreter's rules. The dot's
+code then runs where the chain ends.
 """
 from __future__ import annotations
 
@@ -108,6 +111,75 @@ def _activation(lw, user, cur) -> str | None:
     return None
 
 
+# ACTIVATE's functions, in float64: what an elementwise subgraph must compute to become one.
+ACTIVATE_FUNCTIONS = {
+    "gelu_tanh": lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3))),
+    "sigmoid": lambda x: 1 / (1 + np.exp(-x)),
+    "tanh": np.tanh,
+    "relu": lambda x: np.maximum(x, 0),
+}
+SAMPLES = np.linspace(-6, 6, 97).astype(np.float32)
+MAX_SUBGRAPH = 24
+
+
+def _closure(lw, cur: Instruction, users) -> tuple[list, Instruction] | None:
+    """The elementwise instructions computed from `cur` and constants alone, in schedule
+    order, and the one among them read from outside (the subgraph's result); None if
+    there is no such single-result subgraph."""
+    from .vector import ELEMENTWISE
+    members: set = set()
+    queue = [cur]
+    while queue:
+        v = queue.pop()
+        for u in users.get(v, ()):
+            if u in members or u.opcode not in ELEMENTWISE or u.shape.dims != cur.shape.dims:
+                continue
+            if all(o is cur or o in members or lw.splat(o) is not None for o in u.operands):
+                members.add(u)
+                queue.append(u)
+                if len(members) > MAX_SUBGRAPH:
+                    return None
+    inside = members | {cur}
+    exits = [m for m in members
+             if m in lw.root_leaves or any(u not in inside for u in users.get(m, ()))]
+    if len(exits) != 1 or cur in lw.root_leaves or any(u not in inside for u in users.get(cur, ())):
+        return None
+    return sorted(members, key=lw.step.get), exits[0]
+
+
+def _evaluate(lw, order, cur, x: np.ndarray) -> np.ndarray | None:
+    """The subgraph's result for cur = x, with the interpreter's rules."""
+    from ..interpreter import IMPL
+    from ..interpreter.evaluator import store
+    values = {cur: x}
+    try:
+        with np.errstate(all="ignore"):
+            for instr in order:
+                args = [values[o] if o in values else np.float32(lw.splat(o)) for o in instr.operands]
+                values[instr] = store(IMPL[instr.opcode](None, instr, *args), instr.shape.dtype)
+    except Exception:           # an op the samples cannot go through: not an activation
+        return None
+    return values[order[-1]]
+
+
+def _activation_subgraph(lw, cur: Instruction, users):
+    """(fn, members) when the elementwise subgraph fed by `cur` computes one of
+    ACTIVATE's functions -- recognised by evaluating it (GELU is written many ways)."""
+    found = _closure(lw, cur, users)
+    if found is None:
+        return None
+    members, end = found
+    order = members[:members.index(end) + 1] if end in members else members
+    got = _evaluate(lw, order, cur, SAMPLES)
+    if got is None or got.shape != SAMPLES.shape:
+        return None
+    for fn, reference in ACTIVATE_FUNCTIONS.items():
+        want = reference(SAMPLES.astype(np.float64))
+        if np.allclose(got, want, rtol=1e-5, atol=1e-6):
+            return fn, order
+    return None
+
+
 def match_epilogue(lw, dot: Instruction, users) -> Epilogue:
     epi = Epilogue([dot])
     cur = dot
@@ -133,6 +205,11 @@ def match_epilogue(lw, dot: Instruction, users) -> Epilogue:
         if fn is not None:
             epi.fn = fn
             epi.members.append(user)
+            return epi
+    subgraph = _activation_subgraph(lw, cur, users)
+    if subgraph is not None:
+        epi.fn, members = subgraph
+        epi.members += members
     return epi
 
 

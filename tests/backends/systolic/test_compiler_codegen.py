@@ -195,3 +195,12 @@ def test_program_round_trips_through_its_parts():
         outputs.append(p.outputs_from(memory)[0])
     np.testing.assert_array_equal(outputs[0], outputs[1])
     assert manifest["argument_formats"] == ["bf16", "bf16", "f32"]     # x, w only feed the array
+
+
+def test_gelu_epilogue_matches_the_interpreter():
+    import systolic_models as sm
+    x, w, bias = f32(20, 16), f32(16, 12), f32(12)
+    got, want, _ = run_both(lambda x, w, b: sm.gelu(x @ w + b), x, w, bias)
+    model = sm.gelu(ref.bf16_dot(x, w) + bias)
+    np.testing.assert_allclose(got[0], model, rtol=1e-5, atol=1e-6)     # f64 gelu vs the f32 chain
+    assert np.max(np.abs(got[0] - want[0])) <= np.max(ref.dot_tolerance(x, w, against="f32")) * 1.2

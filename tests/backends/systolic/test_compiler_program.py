@@ -116,3 +116,17 @@ def test_softmax_and_layer_norm_are_one_row_kernel(fn):
     assert sum(i.rows * i.cols for i in stores) == 12 * 30           # only the result leaves the UB
     assert sum(i.rows * i.cols for i in loads) == 12 * 30            # and the input is read once
     assert program.counts()["VEC_RED"] >= 4                          # row reductions per lane block
+
+
+@pytest.mark.parametrize("gelu", [sm.gelu, lambda h: tessel.nn.gelu(h, approximate=True),
+                                  lambda h: 0.5 * h * (1 + np.tanh(math.sqrt(2 / math.pi) * (h + 0.044715 * h ** 3)))])
+def test_gelu_however_written_becomes_the_activate_function(gelu):
+    exe, _ = compile_fn(lambda x, w, b: gelu(x @ w + b), f32(20, 16), f32(16, 12), f32(12))
+    activates = [i for i in exe.program.instructions if i.name == "ACTIVATE"]
+    assert activates and {i.fn for i in activates} == {"gelu_tanh"} and {i.bias for i in activates} == {1}
+    assert not {"VEC_BIN", "VEC_IMM", "VEC_UN"} & set(exe.program.counts())
+
+
+def test_other_elementwise_epilogues_stay_on_the_vector_unit():
+    exe, _ = compile_fn(lambda x, w: (x @ w) * (x @ w) + 1, f32(8, 8), f32(8, 8))
+    assert {i.fn for i in exe.program.instructions if i.name == "ACTIVATE"} == {"identity"}
