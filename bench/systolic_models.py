@@ -70,7 +70,7 @@ def measure(name, module, inputs, model_fn, config, check: bool, trace_dir: str 
         from tessel.runtime.systolic.report import write_chrome_trace
         slug = "".join(c if c.isalnum() else "_" for c in name.split()[0] + f"_{config.rows}x{config.cols}")
         Path(trace_dir).mkdir(parents=True, exist_ok=True)
-        write_chrome_trace(report, Path(trace_dir) / f"{slug}.json")
+        write_chrome_trace(report, Path(trace_dir) / f"{slug}.json", labels=exe.program.origins)
     row = {"model": name, "array": f"{config.rows}x{config.cols}", "cycles": report.total_cycles,
            "microseconds": report.seconds * 1e6, "mxu_utilization": report.mxu_utilization,
            "macs": report.macs, "instructions": len(exe.program.instructions),
