@@ -31,6 +31,7 @@ _PUBLIC = {
     "value_and_grad": ("tessel.frontend.autodiff", "value_and_grad"),
     "vjp": ("tessel.frontend.autodiff", "vjp"),
     "optim": ("tessel.frontend.optim", None),
+    "distributed": ("tessel.distributed", None),
 }
 
 # `import tessel.numpy` etc. must work although no tessel/numpy.py exists: a file named
@@ -76,4 +77,4 @@ def __dir__():
     return sorted(list(globals()) + list(_PUBLIC))
 
 
-__all__ = ["ShapeDtype", "aot", "grad", "jit", "lax", "nn", "numpy", "optim", "value_and_grad", "vjp"]
+__all__ = ["ShapeDtype", "aot", "distributed", "grad", "jit", "lax", "nn", "numpy", "optim", "value_and_grad", "vjp"]

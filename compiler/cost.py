@@ -237,6 +237,8 @@ WORK: dict[str, Callable] = {
     "conditional": conditional,
     "rng_bit_generator": rng_bit_generator,
     "all_reduce": per_element,       # one combine per element (per extra participant)
+    "all_gather": no_work,           # communication: moves values, combines none
+    "collective_broadcast": no_work,
     "custom_call": unknown,
 }
 

@@ -39,7 +39,7 @@ from .rewrite import merged_locs
 NEVER_FUSED = frozenset({
     "parameter", "tuple", "get_tuple_element", "while", "conditional", "call",
     "sort", "scatter", "select_and_scatter", "gather", "dynamic_slice", "dynamic_update_slice",
-    "rng_bit_generator", "custom_call", "send", "recv", "all_reduce",
+    "rng_bit_generator", "custom_call", "send", "recv", "all_reduce", "all_gather", "collective_broadcast",
 })
 
 # Data movement that a loop nest does with index arithmetic alone.

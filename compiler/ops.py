@@ -781,6 +781,25 @@ def _all_reduce(shapes, attrs, declared):
     return x
 
 
+@op("all_gather", "control", 1, {"participants": AttrSpec("int")}, side_effects=True)
+def _all_gather(shapes, attrs, declared):
+    """Every process's operand, stacked on a new leading axis in process order."""
+    x = array_shape(shapes[0], "all_gather operand")
+    require(attrs["participants"] >= 1, f"all_gather needs participants >= 1, got {attrs['participants']}")
+    return x.with_dims((attrs["participants"],) + x.dims)
+
+
+@op("collective_broadcast", "control", 1, {"root": AttrSpec("int", default=0)}, side_effects=True)
+def _collective_broadcast(shapes, attrs, declared):
+    """The root process's operand, on every process (StableHLO's collective_broadcast)."""
+    x = array_shape(shapes[0], "collective_broadcast operand")
+    require(attrs["root"] >= 0, f"collective_broadcast root must be >= 0, got {attrs['root']}")
+    return x
+
+
+COLLECTIVES = ("all_reduce", "all_gather", "collective_broadcast")
+
+
 @op("send", "control", 1, {"channel_id": AttrSpec("int"), "device": AttrSpec("str")}, side_effects=True)
 def _send(shapes, attrs, declared):
     array_shape(shapes[0], "send operand")

@@ -844,3 +844,30 @@ def _all_reduce(ct, eqn):
         return [emit("all_reduce", [ct], {"reduction": reduction})]
     picked = convert(compare(x, eqn.out, "EQ"), x.aval.dtype)
     return [mul(emit("all_reduce", [ct], {"reduction": "sum"}), picked)]
+
+
+def _this_process() -> int:
+    from ..distributed import runtime
+    return runtime.collectives().process_index
+
+
+@vjp("all_gather")
+def _all_gather(ct, eqn):
+    # Process r's operand is row r on every process: its cotangent is the sum over
+    # processes of their row r (each process traces its own program, so r is static).
+    x, = eqn.operands
+    r = _this_process()
+    summed = emit("all_reduce", [ct], {"reduction": "sum"})
+    dims = ct.aval.dims
+    row = emit("slice", [summed], {"start_indices": (r,) + (0,) * len(x.aval.dims),
+                                   "limit_indices": (r + 1,) + tuple(dims[1:]),
+                                   "strides": (1,) * len(dims)})
+    return [reshape(row, x.aval.dims)]
+
+
+@vjp("collective_broadcast")
+def _collective_broadcast(ct, eqn):
+    # Every process's result is the root's operand: the root gets the sum of all the
+    # cotangents, the other processes' operands were not used (zero).
+    summed = emit("all_reduce", [ct], {"reduction": "sum"})
+    return [summed if _this_process() == eqn.attrs["root"] else zeros(ct.aval)]

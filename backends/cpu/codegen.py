@@ -114,6 +114,8 @@ KERNELS: dict[str, Callable] = {
     "rng_bit_generator": kernels_rng.emit_rng_bit_generator,
     # communication and escape hatches (kernels_misc.py)
     "all_reduce": kernels_misc.emit_all_reduce,
+    "all_gather": kernels_misc.emit_all_gather,
+    "collective_broadcast": kernels_misc.emit_collective_broadcast,
     "send": kernels_misc.emit_send,
     "recv": kernels_misc.emit_recv,
     "custom_call": kernels_misc.emit_custom_call,
@@ -128,7 +130,8 @@ KERNEL_KIND: dict[str, str] = {
     "dot_general": "output",
     **{name: name for name in ("dynamic_slice", "dynamic_update_slice", "gather", "scatter",
                                "while", "conditional", "call", "reduce_window", "select_and_scatter", "sort",
-                               "rng_bit_generator", "all_reduce", "send", "recv", "custom_call", "convolution")},
+                               "rng_bit_generator", "all_reduce", "all_gather",
+                               "collective_broadcast", "send", "recv", "custom_call", "convolution")},
 }
 
 # Instructions that run no code: their values are buffers something else holds.

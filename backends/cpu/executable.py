@@ -41,7 +41,7 @@ from ...compiler.ir import Module, Shape
 from ...runtime import compile_cache, compile_log
 from ...runtime.backends import Backend
 from ...runtime.compile_cache import DiskCache
-from . import codegen, program_cache
+from . import codegen, program_cache, segments
 from .llvm_target import JitModule, host
 
 ALIGN = 64
@@ -255,8 +255,13 @@ def _compile(module: Module, threads: int, layout: ObjectLayout | None, cache: D
 
 def compile(module: Module):
     """The backend's compile: module -> run(list of arrays) -> list of arrays (through
-    the persistent compile cache unless it is disabled, runtime/compile_cache.py)."""
-    return CpuExecutable(module, cache=compile_cache.default()).run
+    the persistent compile cache unless it is disabled, runtime/compile_cache.py).
+    A program with collectives is cut there: native segments, collectives between
+    them (segments.py)."""
+    cache = compile_cache.default()
+    if segments.top_level_collectives(module):
+        return segments.SegmentedProgram(module, lambda seg: CpuExecutable(seg, cache=cache).run).run
+    return CpuExecutable(module, cache=cache).run
 
 
 def backend() -> Backend:

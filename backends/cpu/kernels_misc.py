@@ -1,8 +1,12 @@
-"""Communication and escape hatches: all_reduce, send / recv, custom_call.
+"""Communication and escape hatches: collectives, send / recv, custom_call.
 
     all_reduce   one process, one device: the reduction (sum, mean, max, min) of one
                  value is that value -- a copy, as the interpreter's
-                 SingleProcessCollectives does
+                 SingleProcessCollectives does. Collectives at the top level of the
+                 entry never reach these kernels: `segments.py` cuts the program there
+                 and the runtime runs them through `tessel.distributed` (MPI); these
+                 copies serve collectives nested in loops and branches, one process only
+    all_gather / collective_broadcast   likewise copies (one participant, root 0)
     send / recv  channels inside one module: each send copies its operand into a private
                  global of its own (the channel's slot); the k-th recv on a channel, in
                  the order kernels run, reads the k-th send's slot (first in, first out,
@@ -31,6 +35,17 @@ CUSTOM_CALLS: dict[str, Callable] = {}
 
 
 def emit_all_reduce(kc, comp: Computation, outputs: list, operands: list) -> None:
+    memcpy(kc.entry, outputs[0], operands[0], comp.root.shape.nbytes)
+
+
+def emit_all_gather(kc, comp: Computation, outputs: list, operands: list) -> None:
+    if comp.root.attrs["participants"] != 1:
+        raise NotImplementedError(f"CPU backend: {comp.root.name} (from {comp.root.loc_text}) gathers "
+                                  f"{comp.root.attrs['participants']} processes inside a nested computation")
+    memcpy(kc.entry, outputs[0], operands[0], comp.root.shape.nbytes)
+
+
+def emit_collective_broadcast(kc, comp: Computation, outputs: list, operands: list) -> None:
     memcpy(kc.entry, outputs[0], operands[0], comp.root.shape.nbytes)
 
 

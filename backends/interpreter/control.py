@@ -56,6 +56,16 @@ def _all_reduce(frame, instr, x):
     return frame.ctx.collectives.all_reduce(x, instr.attrs["reduction"])
 
 
+@rule("all_gather")
+def _all_gather(frame, instr, x):
+    return frame.ctx.collectives.all_gather(x, instr.attrs["participants"])
+
+
+@rule("collective_broadcast")
+def _collective_broadcast(frame, instr, x):
+    return frame.ctx.collectives.broadcast(x, instr.attrs["root"])
+
+
 @rule("send")
 def _send(frame, instr, x):
     frame.ctx.channels.setdefault(instr.attrs["channel_id"], deque()).append(x)

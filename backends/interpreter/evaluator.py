@@ -34,8 +34,29 @@ class SingleProcessCollectives:
     runs the reduction across processes (MPI).
     """
 
+    process_index = 0
+    process_count = 1
+
     def all_reduce(self, value: np.ndarray, reduction: str) -> np.ndarray:
         return value   # sum, max, min and mean of one value are that value
+
+    def all_gather(self, value: np.ndarray, participants: int) -> np.ndarray:
+        if participants != 1:
+            raise InterpreterError(f"all_gather was traced for {participants} processes, "
+                                   f"but this is a single process")
+        return value[None]
+
+    def broadcast(self, value: np.ndarray, root: int) -> np.ndarray:
+        if root != 0:
+            raise InterpreterError(f"collective_broadcast from root {root}, but this is a single "
+                                   f"process (its index is 0)")
+        return value
+
+
+def default_collectives():
+    """The collectives of this process: MPI's once `tessel.distributed.initialize()` ran."""
+    from ...distributed import runtime
+    return runtime.collectives()
 
 
 @dataclass
@@ -49,7 +70,7 @@ class Context:
                   forces the general path that evaluates the nested computations
                   (the tests run both and compare)
     """
-    collectives: Any = field(default_factory=SingleProcessCollectives)
+    collectives: Any = field(default_factory=default_collectives)
     channels: dict[int, deque] = field(default_factory=dict)
     custom_calls: dict[str, Callable] = field(default_factory=dict)
     fast_paths: bool = True

@@ -123,6 +123,8 @@ VALID = {
     "get_tuple_element": (["(f32[2], s32[])"], {"index": 1}, None, "s32[]"),
     "rng_bit_generator": (["u32[4]"], {}, "(u32[4], u32[2,3])", "(u32[4], u32[2,3])"),
     "all_reduce": (["f32[2,2]"], {"reduction": "mean"}, None, "f32[2,2]"),
+    "all_gather": (["f32[2,3]"], {"participants": 4}, None, "f32[4,2,3]"),
+    "collective_broadcast": (["s32[5]"], {"root": 1}, None, "s32[5]"),
     "send": (["f32[2]"], {"channel_id": 1, "device": "systolic:0"}, None, "()"),
     "recv": (["()"], {"channel_id": 1, "device": "cpu"}, "f32[2]", "f32[2]"),
     "fusion": (["f32[2]", "f32[2]"], {"kind": "loop", "calls": MUL_F32_2}, None, "f32[2]"),
@@ -268,6 +270,8 @@ INVALID = {
                            "rng_bit_generator attribute algorithm must be one of philox")],
     "all_reduce": [(["f32[2]"], {"reduction": "prod"}, None, "all_reduce attribute reduction must be one of sum, mean, max, min"),
                    (["pred[2]"], {"reduction": "max"}, None, "all_reduce needs numeric operands, got pred")],
+    "all_gather": [(["f32[2]"], {"participants": 0}, None, "all_gather needs participants >= 1, got 0")],
+    "collective_broadcast": [(["f32[2]"], {"root": -1}, None, "collective_broadcast root must be >= 0, got -1")],
     "send": [(["(f32[2])"], {"channel_id": 1, "device": "cpu"}, None, "send operand must be an array"),
              (["f32[2]"], {"channel_id": "one", "device": "cpu"}, None, "send attribute channel_id must be an integer")],
     "recv": [(["f32[2]"], {"channel_id": 1, "device": "cpu"}, "f32[2]", r"recv's optional operand is the send token \(\)"),
@@ -388,5 +392,6 @@ def test_parse_dim_labels():
 def test_op_groups_and_flags():
     assert set(ops.ops_in_group("unary")) >= {"exp", "convert", "is_finite"}
     assert ops.OPS["add"].commutative and not ops.OPS["subtract"].commutative
-    assert all(ops.OPS[name].side_effects for name in ("send", "recv", "all_reduce", "custom_call"))
+    assert all(ops.OPS[name].side_effects for name in ("send", "recv", "all_reduce", "all_gather",
+                                                               "collective_broadcast", "custom_call"))
     assert all(ops.OPS[name].elementwise for name in ("select", "clamp", "compare", "convert"))

@@ -172,6 +172,8 @@ def control_module():
         b.emit("fusion", [x, x], {"kind": "loop", "calls": fused.computation}),
         b.emit("rng_bit_generator", [key], shape=T(S(dtypes.u32, 4), S(dtypes.u32, 2, 2))),
         b.emit("all_reduce", [x], {"reduction": "mean"}),
+        b.emit("all_gather", [x], {"participants": 2}),
+        b.emit("collective_broadcast", [x], {"root": 1}),
         token,
         b.emit("recv", [token], {"channel_id": 7, "device": "tpu:0"}, shape=S(f32, 3)),
         b.emit("recv", [], {"channel_id": 8, "device": ""}, shape=S(s32, 2)),

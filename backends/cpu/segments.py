@@ -1,0 +1,193 @@
+"""Cut a program at its collectives: native segments, collectives run between them.
+
+    run = SegmentedProgram(module, compile_segment).run      # executable.compile uses it
+
+A collective (`ops.COLLECTIVES`: all_reduce, all_gather, collective_broadcast) needs
+every process at the same point; native code cannot wait for MPI. So the optimized,
+scheduled entry is cut at each top-level collective:
+
+    segment 0 (native) -> collective 0 (tessel.distributed, mpi4py) -> segment 1 -> ...
+
+Each segment is a module of its own: its parameters are the values it reads that an
+earlier step made (entry parameters, earlier segments' outputs, collective results),
+its root a tuple of the values a later step reads (collective operands included). The
+instructions keep their schedule order, so side effects keep theirs; fusion never
+crosses a collective (`fusion_utils.NEVER_FUSED`), so no cut splits a fusion.
+
+Collectives nested in loops, branches or calls stay in the native code, where they are
+single-process copies (kernels_misc.py); with more than one process that is an error
+here, at compile time, naming the instruction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ...compiler import dtypes
+from ...compiler.ir import Attrs, Computation, Instruction, Module, TupleShape
+from ...compiler.ops import COLLECTIVES
+
+
+def top_level_collectives(module: Module) -> list[Instruction]:
+    return [i for i in module.entry.instructions if i.opcode in COLLECTIVES]
+
+
+def nested_collectives(module: Module) -> list[Instruction]:
+    return [i for comp in module.reachable_computations() if comp is not module.entry
+            for i in comp.instructions if i.opcode in COLLECTIVES]
+
+
+@dataclass
+class Segment:
+    """One native step: reads `inputs` (original instructions), writes `outputs`."""
+    module: Module
+    inputs: list[Instruction]
+    outputs: list[Instruction]
+    run: Callable | None = None
+
+
+def split(module: Module) -> list[Segment | Instruction]:
+    """The entry as steps in order: Segments and (top-level) collective instructions."""
+    entry = module.entry
+    groups: list[list[Instruction] | Instruction] = [[]]
+    home: dict[Instruction, list] = {}     # instruction -> the group that computes it
+    for instr in entry.instructions:
+        if instr.opcode in COLLECTIVES:
+            groups += [instr, []]
+        elif instr.opcode != "parameter" and instr is not entry.root:
+            # an element of a tuple (a multi-output fusion's) is taken where the tuple is
+            # made: only arrays cross a cut
+            group = home.get(instr.operands[0], groups[-1]) if instr.opcode == "get_tuple_element" \
+                else groups[-1]
+            group.append(instr)
+            home[instr] = group
+    needed_after = _reads_after(groups, entry.root)
+    steps = []
+    for k, group in enumerate(groups):
+        if isinstance(group, Instruction):
+            steps.append(group)
+        elif group:
+            n = sum(isinstance(s, Segment) for s in steps)
+            steps.append(_segment(module, f"{module.name}.segment{n}", group, needed_after[k]))
+    return steps
+
+
+def _reads_after(groups, root: Instruction) -> list[set[Instruction]]:
+    """For each group, the values some later group (or the entry's result) reads."""
+    later: set[Instruction] = set(root.operands if root.opcode == "tuple" else [root])
+    result = [set() for _ in groups]
+    for k in range(len(groups) - 1, -1, -1):
+        result[k] = set(later)
+        members = [groups[k]] if isinstance(groups[k], Instruction) else groups[k]
+        for instr in members:
+            later.update(instr.operands)
+    return result
+
+
+def _segment(module: Module, name: str, group: list[Instruction], needed_after: set[Instruction]) -> Segment:
+    inside = set(group)
+    comp = Computation(name)
+    twins: dict[Instruction, Instruction] = {}
+    inputs: list[Instruction] = []
+
+    def operand(value: Instruction) -> Instruction:
+        if value not in twins:      # made before this segment: a parameter of it
+            if isinstance(value.shape, TupleShape):
+                raise NotImplementedError(
+                    f"CPU backend: the tuple {value.name} (from {value.loc_text}) is read across a "
+                    f"collective; only arrays flow between the native segments")
+            twins[value] = comp.add(Instruction(f"in.{value.name}", "parameter", [], value.shape,
+                                                Attrs({"index": len(inputs)}), value.locs))
+            inputs.append(value)
+        return twins[value]
+
+    for instr in group:
+        operands = [operand(o) for o in instr.operands]
+        twins[instr] = comp.add(Instruction(instr.name, instr.opcode, operands, instr.shape,
+                                            instr.attrs, instr.locs))
+    outputs = [i for i in group if i in needed_after]
+    comp.root = comp.add(Instruction(f"{name}.out", "tuple", [twins[i] for i in outputs],
+                                     TupleShape([i.shape for i in outputs])))
+    seg = Module(name)
+    seg.optimized_for = module.optimized_for
+    for callee in _callees(group):
+        seg.add_computation(callee)
+    seg.add_computation(comp, entry=True)
+    for c in seg.computations:
+        for i in c.instructions:
+            seg.reserve_name(i.name)
+    return Segment(seg, inputs, outputs)
+
+
+def _callees(group: list[Instruction]) -> list[Computation]:
+    """Computations the group calls, callees before callers, each once."""
+    order: list[Computation] = []
+    seen: set[int] = set()
+
+    def visit(comp: Computation):
+        if id(comp) not in seen:
+            seen.add(id(comp))
+            for instr in comp.instructions:
+                for callee in instr.called_computations():
+                    visit(callee)
+            order.append(comp)
+
+    for instr in group:
+        for callee in instr.called_computations():
+            visit(callee)
+    return order
+
+
+# ----------------------------------------------------------------------------- running
+
+class SegmentedProgram:
+    """Native segments compiled by `compile_segment(module) -> run(arrays) -> arrays`,
+    collectives run by this process's `tessel.distributed` collectives between them."""
+
+    def __init__(self, module: Module, compile_segment: Callable):
+        from ...distributed import runtime
+        self.module = module
+        self.collectives = runtime.collectives
+        nested = nested_collectives(module)
+        if nested and runtime.collectives().process_count > 1:
+            i = nested[0]
+            raise NotImplementedError(
+                f"CPU backend: {i.opcode} {i.name} (from {i.loc_text}) sits inside a loop, branch or "
+                f"call; across processes the CPU backend runs collectives only at the top level of "
+                f"the jitted function (move it out, or use backend='interpreter')")
+        self.steps = split(module)
+        for step in self.steps:
+            if isinstance(step, Segment):
+                step.run = compile_segment(step.module)
+        root = module.entry.root
+        self.results = list(root.operands) if root.opcode == "tuple" else [root]
+
+    def run(self, arrays) -> list[np.ndarray]:
+        entry = self.module.entry
+        if len(arrays) != len(entry.parameters):
+            raise TypeError(f"{self.module.name}: expected {len(entry.parameters)} arguments, "
+                            f"given {len(arrays)}")
+        env: dict[Instruction, np.ndarray] = dict(zip(entry.parameters, arrays))
+        collectives = self.collectives()
+        for step in self.steps:
+            if isinstance(step, Segment):
+                env.update(zip(step.outputs, step.run([env[i] for i in step.inputs])))
+            else:
+                env[step] = _collective(collectives, step, env[step.operands[0]])
+        return [np.asarray(env[r]) for r in self.results]
+
+
+def _collective(collectives, instr: Instruction, x: np.ndarray) -> np.ndarray:
+    try:
+        if instr.opcode == "all_reduce":
+            value = collectives.all_reduce(x, instr.attrs["reduction"])
+        elif instr.opcode == "all_gather":
+            value = collectives.all_gather(x, instr.attrs["participants"])
+        else:
+            value = collectives.broadcast(x, instr.attrs["root"])
+    except Exception as e:
+        e.add_note(f"in {instr.opcode} {instr.name} (from {instr.loc_text})")
+        raise
+    return dtypes.canonicalize(np.asarray(value), instr.shape.dtype)
