@@ -72,7 +72,9 @@ def cpu_expanders() -> list:
     # Ops the CPU backend computes as other ops. They run after layout assignment has
     # folded transposes into convolution dimension numbers; the transposes and reshapes
     # they create fold into the dots (layout assignment again) or simplify away.
-    return [ConvolutionExpander(), LayoutAssignment(), simplification()]
+    # Convolutions the backend's implicit GEMM takes stay (and join output fusions).
+    from ..backends.cpu.conv_gemm import applies as implicit_gemm_applies
+    return [ConvolutionExpander(keep=implicit_gemm_applies), LayoutAssignment(), simplification()]
 
 
 def cpu_pipeline() -> list:

@@ -64,7 +64,7 @@ from ...compiler.buffer_assignment import (ALIGNMENT, ARGUMENT, CONSTANT, OUTPUT
 from ...compiler.dtypes import DType
 from ...compiler.ir import Computation, Instruction, Module, Shape
 from ...compiler.structural import shape_structure
-from . import (kernels_control, kernels_conv, kernels_dot, kernels_gather, kernels_loop, kernels_misc,
+from . import (kernels_control, kernels_conv, kernels_gather, kernels_loop, kernels_misc,
                kernels_reduce, kernels_rng, kernels_sort, kernels_window)
 from . import loops as L
 from .kernels_data import Ix, NotVectorizable
@@ -95,7 +95,7 @@ def profiling_requested() -> bool:
 KERNELS: dict[str, Callable] = {
     "loop": kernels_loop.emit_loop_kernel,
     "input": kernels_reduce.emit_reduce_kernel,
-    "output": kernels_dot.emit_dot_kernel,
+    "output": kernels_conv.emit_output_fusion,     # a dot_general's (kernels_dot) or a convolution's
     # index kernels (kernels_gather.py): never fused, one kernel per instruction
     "dynamic_slice": kernels_gather.emit_dynamic_slice,
     "dynamic_update_slice": kernels_gather.emit_dynamic_update_slice,
@@ -105,7 +105,7 @@ KERNELS: dict[str, Callable] = {
     "while": kernels_control.emit_while,
     "conditional": kernels_control.emit_conditional,
     "call": kernels_control.emit_call,
-    # convolutions the pipeline did not expand (kernels_conv.py)
+    # convolutions the pipeline kept (implicit GEMM) or did not expand (kernels_conv.py)
     "convolution": kernels_conv.emit_convolution,
     # window ops (kernels_window.py), sort (kernels_sort.py), rng (kernels_rng.py)
     "reduce_window": kernels_window.emit_reduce_window,
@@ -138,7 +138,7 @@ KERNEL_KIND: dict[str, str] = {
 PLUMBING = frozenset({"parameter", "constant", "tuple", "get_tuple_element"})
 
 # Inside a fused computation: the evaluator's rules, plus what kernels bind themselves.
-FUSED_OPS = frozenset(ELEMENTAL) | {"parameter", "reduce", "dot_general"}
+FUSED_OPS = frozenset(ELEMENTAL) | {"parameter", "reduce", "dot_general", "convolution"}
 
 
 # Ops the CPU pipeline's expanders rewrite into the ops above (compiler/pipeline.py,
@@ -171,7 +171,7 @@ def check_supported(module: Module) -> None:
 def _check_bodies(instr: Instruction) -> None:
     if instr.opcode == "reduce":
         for inner in instr.attrs["to_apply"].instructions:
-            _check(inner, FUSED_OPS - {"reduce", "dot_general"}, f"the reducer of {instr.name}")
+            _check(inner, FUSED_OPS - {"reduce", "dot_general", "convolution"}, f"the reducer of {instr.name}")
 
 
 def _check(instr: Instruction, allowed, where: str) -> None:

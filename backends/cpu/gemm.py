@@ -28,6 +28,10 @@ are emitted once per LLVM module and shared by every GEMM in it (which is also w
 epilogue runs as a pass over the finished tile rather than inside the micro-kernel:
 per-shape code stays small and cheap to compile).
 
+An implicit A (`GemmSpec.a_packer`: a convolution's patch matrix, never materialized)
+is packed by the packer's own routine from wherever its elements lie (backends/cpu/
+conv_gemm.py); everything else is unchanged. Such a spec always takes the blocked path.
+
 Small problems take other paths (`choose_path`): unrolled vector code when every
 dimension is tiny, a streaming dot / axpy kernel without packing when M == 1 or N == 1,
 and a fill (C = epilogue(0)) when K == 0.
@@ -181,6 +185,12 @@ class GemmSpec:
     c_strides: tuple | None = None
     epilogue: Epilogue | None = field(default=None, compare=False)
     epilogue_operands: int = 0
+    # A's packer when A is implicit (e.g. a convolution's patches), else None: an object
+    # with `function(emitter) -> ir.Function` defining `pack(dst, a, m0, mcur, k0, kcur)`,
+    # which packs rows [m0, m0+mcur) x columns [k0, k0+kcur) of the A of the batch
+    # element at `a` as the A packer does (panels of mr rows, k-major, zero-padded).
+    # Only a_strides[0] (batch) applies then.
+    a_packer: object | None = None
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 (frozen dataclass)
@@ -285,6 +295,8 @@ def choose_path(spec: GemmSpec) -> str:
         return "empty"
     if spec.K == 0:
         return "fill"
+    if spec.a_packer is not None:         # only the blocked path packs A
+        return "blocked"
     if max(spec.M, spec.N, spec.K) <= TINY_DIM:
         return "tiny"
     if spec.M == 1 or spec.N == 1:
@@ -881,8 +893,11 @@ class _Emitter:
                                  **AS_WRITTEN) as ic:
                     mcur = L.minimum(b, blk.mc, L.sub(b, part.m1, ic))
                     # A block: panels of mr rows (x), k along A's columns.
-                    b.call(pack_a, [ap, self._at(b, part.a, a_rs, a_cs, ic, pc),
-                                    L.const(a_cs), L.const(a_rs), kcur, mcur])
+                    if spec.a_packer is not None:
+                        b.call(spec.a_packer.function(self), [ap, part.a, ic, mcur, pc, kcur])
+                    else:
+                        b.call(pack_a, [ap, self._at(b, part.a, a_rs, a_cs, ic, pc),
+                                        L.const(a_cs), L.const(a_rs), kcur, mcur])
                     b.call(macro, [ap, bp, self._at(b, part.c, c_rs, c_cs, ic, jc),
                                    mcur, ncur, kcur, pcb, L.add(b, part.row_base, ic), jc,
                                    *ops])

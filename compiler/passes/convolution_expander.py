@@ -18,10 +18,14 @@ Every intermediate is an ordinary op with the interpreter's semantics, so the ex
 program computes what the convolution computes (the summation order of the contraction
 aside, which dot_general leaves unspecified). A convolution with an empty output, or an
 empty kernel (no window positions or no input features), is a broadcast zero.
+
+A backend that computes some convolutions better itself passes `keep` (the CPU backend:
+its implicit GEMM, backends/cpu/conv_gemm.py); those are left as they are.
 """
 from __future__ import annotations
 
 import itertools
+from typing import Callable
 
 from .. import ops
 from ..ir import Instruction, Shape
@@ -93,8 +97,13 @@ def _tap(ctx: RewriteContext, x: Instruction, k, strides, rhs_dil, out_spatial) 
 
 
 class ConvolutionExpander(RewritePass):
+    """`keep(conv)`: convolutions the backend computes itself (left alone)."""
     name = "convolution-expander"
-    table = RuleTable([
-        # convolution = im2col patches . reshaped kernel (module docstring).
-        Rule("convolution_to_gemm", Pat("convolution", name="conv"), expand_convolution),
-    ])
+
+    def __init__(self, keep: Callable[[Instruction], bool] | None = None):
+        def expand(ctx: RewriteContext, conv: Instruction) -> Instruction | None:
+            return None if keep is not None and keep(conv) else expand_convolution(ctx, conv)
+        super().__init__(RuleTable([
+            # convolution = im2col patches . reshaped kernel (module docstring).
+            Rule("convolution_to_gemm", Pat("convolution", name="conv"), expand),
+        ]))

@@ -1,4 +1,5 @@
-"""CPU codegen, convolution: lowered onto the GEMM by the convolution expander (im2col
+"""CPU codegen, convolution: an implicit GEMM (backends/cpu/conv_gemm.py) when the output
+has its features last, else lowered onto the GEMM by the convolution expander (im2col
 patches . reshaped kernel, compiler/passes/convolution_expander.py), against the
 interpreter: any dim_labels, strides, padding (negative too), lhs_dilation (transposed
 convolution), rhs_dilation, feature and batch groups, empty shapes, the dtypes, both
@@ -10,6 +11,7 @@ import pytest
 
 import tessel
 from tessel import lax
+from tessel.backends.cpu import conv_gemm
 from tessel.backends.interpreter import evaluate
 from tessel.backends.interpreter.testing import one_op_module
 from tessel.compiler import dtypes
@@ -58,7 +60,8 @@ def run_both(lhs, rhs, attrs, dtype):
     module = one_op_module("convolution", [Shape(dtype, lhs.shape), Shape(dtype, rhs.shape)], attrs)
     want = evaluate(module, [lhs, rhs])
     optimized, _ = optimize(module, "cpu")
-    assert not any(i.opcode == "convolution" for c in optimized.computations for i in c.instructions)
+    kept = any(i.opcode == "convolution" for c in optimized.computations for i in c.instructions)
+    assert kept == conv_gemm.applies(module.entry.root)     # implicit GEMM, else expanded
     (got,) = backends.get("cpu").compile(optimized)([lhs, rhs])
     assert got.shape == want.shape and got.dtype == want.dtype
     return got, want
