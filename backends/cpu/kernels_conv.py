@@ -2,8 +2,8 @@
 convolution expander's program as a nested function.
 
 The CPU pipeline keeps a convolution when the implicit GEMM applies (`conv_gemm.plan`:
-f32/f64, output feature dim last; compiler/pipeline.py `cpu_expanders`) and expands the
-others into im2col slices and one dot_general before fusion. A kept convolution reaches
+f32/f64, non-empty; compiler/pipeline.py `cpu_expanders`) and expands the others into
+im2col slices and one dot_general before fusion. A kept convolution reaches
 code generation alone or as the product of an output fusion (bias, activation...):
 
     out = epilogue(convolution(view(lhs), view(rhs)))
@@ -14,7 +14,9 @@ place when its (kernel position, input feature) dims collapse to one stride, els
 copied to [T..., I, O] first; an operand that is not a strided view of a parameter
 (a convert, say) is first copied in its own row-major layout. The epilogue runs on
 finished tiles through the GEMM's hook, as for dot_general (kernels_dot.DotKernel, whose
-epilogue machinery this kernel shares).
+epilogue machinery this kernel shares); when the output's feature dim is not last (NCHW),
+the GEMM writes a feature-last product to scratch and the epilogue pass applies the
+epilogue while writing the output in its layout.
 
 A convolution the implicit GEMM does not take that reaches code generation unexpanded
 (a module compiled without the CPU pipeline) gets the expander's lowering: the
@@ -81,8 +83,10 @@ class ConvKernel(DotKernel):
         a, packer = self._input()
         b, b_strides = self._kernel()
         root = self.comp.root
-        epilogue = self._epilogue if root is not self.dot and self._epilogue_vectorizes() else None
-        fused = root is self.dot or epilogue is not None
+        epilogue = None
+        if g.feature_last and root is not self.dot and self._epilogue_vectorizes():
+            epilogue = self._epilogue
+        fused = g.feature_last and (root is self.dot or epilogue is not None)
         c = self.outputs[0] if fused else self.kc.temp(self.dot.shape.nbytes)
         a_batch = packer.feature_stride * g.I if not g.by_batch else \
             packer.batch_stride * (self.dot.shape.dims[self.dn.output_batch])
@@ -136,9 +140,18 @@ class ConvKernel(DotKernel):
 
     # ------------------------------------------------------------ epilogue
 
+    def _product_strides(self) -> list[int]:
+        """C in scratch is the output with its feature dim moved last."""
+        out, f = self.dot.shape.dims, self.dn.output_feature
+        order = [d for d in range(len(out)) if d != f] + [f]
+        strides = [0] * len(out)
+        for d, stride in zip(order, row_major_strides([out[d] for d in order])):
+            strides[d] = stride
+        return strides
+
     def _output_index(self, ix: IndexMath, row: Ix, col: Ix) -> list[Ix]:
         """The convolution's output index of C[row, col], row = group * M + m."""
         g, out = self.geometry, self.dot.shape
         split = reshape_index(ix, [row], [g.groups * g.M], [g.groups] + [size for _, size in g.rows])
         feature = ix.add(ix.scale(split[0], g.N), col)
-        return split[1:] + [feature]        # the feature dim is last (conv_gemm.plan)
+        return split[1:] + [feature]        # fused epilogues only: the feature dim is last

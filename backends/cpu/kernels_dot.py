@@ -334,6 +334,10 @@ class DotKernel:
             return False
         return True
 
+    def _product_strides(self) -> list[int]:
+        """Element strides of the product as the GEMM left it in scratch."""
+        return row_major_strides(self.dot.shape.dims)
+
     def _epilogue_pass(self, product: ir.Value) -> None:
         """The root over the output dims, the dot read from the product in scratch."""
         dot, root, params = self.dot, self.comp.root, self.params
@@ -344,7 +348,7 @@ class DotKernel:
             out = Leaf(ptrs[0], root.shape.dtype, row_major_strides(dims))
             leaves = {p: Leaf(ptr, p.shape.dtype, row_major_strides(p.shape.dims))
                       for p, ptr in zip(params, ptrs[2:])}
-            leaves[dot] = Leaf(ptrs[1], gemm_dtype, row_major_strides(dot.shape.dims),
+            leaves[dot] = Leaf(ptrs[1], gemm_dtype, self._product_strides(),
                                as_dtype=dot.shape.dtype)
 
             def point(ev: Evaluator, index):

@@ -1,7 +1,6 @@
-"""CPU codegen, convolution: an implicit GEMM (backends/cpu/conv_gemm.py) when the output
-has its features last, else lowered onto the GEMM by the convolution expander (im2col
-patches . reshaped kernel, compiler/passes/convolution_expander.py), against the
-interpreter: any dim_labels, strides, padding (negative too), lhs_dilation (transposed
+"""CPU codegen, convolution: an implicit GEMM (backends/cpu/conv_gemm.py) for f32/f64, else
+lowered onto the GEMM by the convolution expander (im2col patches . reshaped kernel,
+compiler/passes/convolution_expander.py), against the interpreter: any dim_labels, strides, padding (negative too), lhs_dilation (transposed
 convolution), rhs_dilation, feature and batch groups, empty shapes, the dtypes, both
 gradient forms, and a fused epilogue."""
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Convolution as an implicit GEMM (backends/cpu/conv_gemm.py): the GEMM packs its A panels
-from the input, no im2col buffer. Differential tests against the interpreter for
-feature-last outputs (the layouts that take the path): odd sizes, padding (negative
-too), strides, dilations, groups, 1x1 and tiny shapes, inputs whose features are not
-contiguous, both gradient forms as JAX builds them for NHWC, fused epilogues, f32/f64;
-and the packer alone against NumPy, on blocks that cut kernel positions apart."""
+from the input, no im2col buffer. Differential tests against the interpreter: odd sizes,
+padding (negative too), strides, dilations, groups, 1x1 and tiny shapes, NCHW and
+permuted layouts (feature-first outputs, inputs whose features are not contiguous),
+both gradient forms as JAX builds them for NHWC, fused epilogues, f32/f64; empty
+convolutions and integer ones stay on the expander; and the packer alone against
+NumPy, on blocks that cut kernel positions apart."""
 from __future__ import annotations
 
 import numpy as np
@@ -19,7 +20,7 @@ from tessel.compiler.pipeline import optimize
 from tessel.runtime import backends
 
 NHWC = "b01f_01io->b01f"
-CASES = {  # name -> lhs shape, rhs shape, attrs (all feature-last outputs)
+CASES = {  # name -> lhs shape, rhs shape, attrs
     "same_3x3": ((2, 9, 11, 16), (3, 3, 16, 20), dict(dim_labels=NHWC, padding=((1, 1), (1, 1)))),
     "odd_sizes": ((3, 7, 5, 19), (3, 2, 19, 35), dict(dim_labels=NHWC, padding=((2, 0), (1, 1)))),
     "strided": ((2, 13, 10, 8), (3, 3, 8, 16), dict(dim_labels=NHWC, window_strides=(2, 3), padding=((1, 1), (0, 1)))),
@@ -34,13 +35,19 @@ CASES = {  # name -> lhs shape, rhs shape, attrs (all feature-last outputs)
     "tiny": ((1, 1, 1, 1), (1, 1, 1, 1), dict(dim_labels=NHWC)),
     "window_covers_input": ((2, 3, 3, 2), (3, 3, 2, 3), dict(dim_labels=NHWC)),
     "nchw_input": ((2, 5, 8, 7), (4, 5, 3, 3), dict(dim_labels="bf01_oi01->b01f", padding=((1, 1), (1, 1)))),
+    # feature-first outputs: C is a feature-last copy, written out by the epilogue pass
+    "nchw": ((2, 5, 8, 19), (4, 5, 3, 3), dict(dim_labels="bf01_oi01->bf01", padding=((1, 1), (2, 1)))),
+    "nchw_strided": ((3, 4, 12, 10), (6, 4, 3, 3), dict(dim_labels="bf01_oi01->bf01", window_strides=(2, 2),
+                                                       padding=((1, 0), (1, 1)))),
+    "nchw_rhs_dilation": ((1, 3, 9, 20), (4, 3, 2, 3), dict(dim_labels="bf01_oi01->bf01", rhs_dilation=(2, 2),
+                                                            padding=((1, 1), (2, 2)))),
     "permuted_everything": ((6, 2, 5, 7), (3, 5, 2, 4), dict(dim_labels="0bf1_1i0o->1b0f", window_strides=(1, 2))),
     "1d": ((3, 17, 6), (4, 6, 10), dict(dim_labels="b0f_0io->b0f", window_strides=(2,), padding=((3, 1),))),
     "3d": ((1, 4, 5, 3, 2), (2, 2, 2, 2, 3), dict(dim_labels="b012f_012io->b012f", padding=((1, 0), (0, 1), (1, 1)))),
     "0d_spatial": ((5, 6), (6, 7), dict(dim_labels="bf_io->bf")),
     "k_blocks_cut_taps": ((1, 6, 6, 100), (3, 3, 100, 24), dict(dim_labels=NHWC, padding=((1, 1), (1, 1)))),
 }
-EMPTY = {  # taken by the expander (a broadcast zero), still feature-last
+EMPTY = {  # taken by the expander (a broadcast zero)
     "empty_batch": ((0, 3, 5, 2), (2, 2, 2, 3), dict(dim_labels=NHWC)),
     "empty_window": ((2, 3, 5, 2), (0, 2, 2, 3), dict(dim_labels=NHWC)),
     "empty_features": ((2, 3, 5, 0), (2, 2, 0, 3), dict(dim_labels=NHWC)),
@@ -69,7 +76,7 @@ def run(lhs, rhs, attrs, dtype, implicit=True):
     return got
 
 
-F64_CASES = ["odd_sizes", "lhs_dilation", "feature_groups", "batch_groups", "nchw_input", "1d"]
+F64_CASES = ["odd_sizes", "lhs_dilation", "feature_groups", "batch_groups", "nchw", "1d"]
 
 
 @pytest.mark.parametrize("case,dtype", [(c, "f32") for c in sorted(CASES)] + [(c, "f64") for c in F64_CASES])
@@ -84,9 +91,10 @@ def test_empty_convolutions_are_expanded(case):
     run(sample("f32", lshape, 1), sample("f32", rshape, 2), attrs, "f32", implicit=False)
 
 
-def test_feature_first_output_is_expanded():
-    run(sample("f32", (2, 3, 6, 5), 1), sample("f32", (4, 3, 3, 3), 2),
-        dict(dim_labels="bf01_oi01->bf01"), "f32", implicit=False)
+def test_integer_convolution_is_expanded():
+    module = one_op_module("convolution", [Shape("s32", (2, 5, 5, 3)), Shape("s32", (2, 2, 3, 4))],
+                           dict(dim_labels=NHWC))
+    assert not conv_gemm.applies(module.entry.root)
 
 
 def test_unfused_convolution_without_the_pipeline():
@@ -118,7 +126,7 @@ def test_gradient_convolutions_nhwc(xs, ws, strides, padding, rhs_dil, groups):
     """The convolutions JAX's VJP of an NHWC/HWIO convolution builds: the filter gradient
     (input's batch and features swapped, 'f01b_i01o->01bf', feature groups become batch
     groups) and the input gradient (lhs_dilation = strides, reversed kernel read as
-    '01oi'). Both feature-last: both take the implicit GEMM."""
+    '01oi'). Both take the implicit GEMM."""
     x, w = sample("f32", xs, 5), sample("f32", ws, 6)
     forward = dict(dim_labels=NHWC, window_strides=strides, padding=padding, rhs_dilation=rhs_dil,
                    feature_group_count=groups)
