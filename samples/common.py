@@ -66,10 +66,14 @@ def batches(x, y, batch_size: int, rng):
         yield x[take], y[take]
 
 
-def parse_args(description: str, argv, epochs: int, batch_size: int, lr: float):
+SAMPLE_BACKENDS = ("cpu", "interpreter", "systolic")   # what --backend offers
+
+
+def parse_args(description: str, argv, epochs: int, batch_size: int, lr: float, extra=None):
+    """The samples' shared flags; `extra(parser)` adds a sample's own."""
     from tessel.runtime import backends
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--backend", default="cpu", choices=backends.available(),
+    parser.add_argument("--backend", default="cpu", choices=sorted(set(SAMPLE_BACKENDS) | set(backends.available())),
                         help="tessel.jit backend (default cpu)")
     parser.add_argument("--epochs", type=int, default=epochs)
     parser.add_argument("--batch-size", type=int, default=batch_size)
@@ -77,7 +81,25 @@ def parse_args(description: str, argv, epochs: int, batch_size: int, lr: float):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--train-examples", type=int, default=None,
                         help="train on only the first N training examples (a quick run)")
-    return parser.parse_args(argv)
+    if extra is not None:
+        extra(parser)
+    args = parser.parse_args(argv)
+    if args.backend not in backends.available():
+        parser.error(f"--backend {args.backend}: that backend is not available in this build of tessel "
+                     f"(registered backends: {', '.join(backends.available())})")
+    return args
+
+
+def compile_for(args, jitted, *example_args):
+    """Compile `jitted` for the example arguments' shapes; the compiled program is called
+    like the function. On the systolic backend, prints the simulated cycles of one call."""
+    compiled = jitted.lower(*example_args).compile()
+    if args.backend == "systolic":
+        report = compiled.systolic_report()
+        print(f"systolic: {jitted.__name__} takes {report.total_cycles:,} simulated cycles per call "
+              f"({report.seconds * 1e6:.1f} us at the modelled clock, MXU utilization "
+              f"{report.mxu_utilization:.1%})", flush=True)
+    return compiled
 
 
 def load_for(args):
@@ -118,6 +140,17 @@ class Progress:
         print(f"epoch {epoch:3d}/{epochs}  loss {loss:.4f}  train acc {train_acc:6.2%}  "
               f"test acc {test_acc:6.2%}  {rate}", flush=True)
 
+    def sequence_epoch(self, epoch: int, epochs: int, loss: float, accuracy: float, examples: int,
+                       seconds: float, tokens_per_example: int) -> None:
+        """A language model's line: `accuracy` is the next-token accuracy (greedy)."""
+        self.losses.append(loss)
+        self.next_token_acc = accuracy
+        rate = (f"{examples / seconds:7.0f} examples/s ({examples * tokens_per_example / seconds:.0f} tokens/s)"
+                if examples else "compiling")
+        print(f"epoch {epoch:3d}/{epochs}  loss {loss:.4f}  next-token acc {accuracy:6.2%}  {rate}", flush=True)
+
     def summary(self, what: str) -> None:
+        accuracy = (f"final test accuracy {self.test_acc:.2%}" if hasattr(self, "test_acc")
+                    else f"final next-token accuracy {self.next_token_acc:.2%}")
         print(f"done: {what}; loss {self.losses[0]:.4f} -> {self.losses[-1]:.4f}, "
-              f"final test accuracy {self.test_acc:.2%}, {time.perf_counter() - self.start:.1f} s total")
+              f"{accuracy}, {time.perf_counter() - self.start:.1f} s total")

@@ -33,3 +33,39 @@ def test_sample_rejects_an_unknown_backend():
     result = subprocess.run([sys.executable, os.path.join(ROOT, "samples", "mlp.py"), "--backend", "tpu"],
                             capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode != 0 and "invalid choice: 'tpu'" in result.stderr
+
+
+def epoch_losses(out):
+    return [float(v) for v in re.findall(r"^epoch .* loss ([0-9.]+)", out, re.M)]
+
+
+def test_cnn_trains_and_reports():
+    out = run_sample("cnn.py", "--backend", "interpreter", "--epochs", "3", "--batch-size", "32",
+                     "--train-examples", "320")
+    losses = epoch_losses(out)
+    assert len(losses) == 3 and losses[-1] < losses[0], out
+    summary = re.search(r"^done: CNN .* final test accuracy ([0-9.]+)%", out, re.M)
+    assert summary and float(summary.group(1)) > 30.0, out      # 10 classes: chance is 10%
+
+
+def test_lstm_chars_trains_and_generates():
+    out = run_sample("lstm_chars.py", "--backend", "interpreter", "--epochs", "3", "--steps", "4",
+                     "--seq-len", "8", "--hidden", "16", "--batch-size", "8", "--generate", "20")
+    losses = epoch_losses(out)
+    assert len(losses) == 3 and losses[-1] < losses[0], out
+    assert re.search(r"next-token acc .* examples/s \([0-9]+ tokens/s\)", out), out
+    sample = re.search(r"^greedy sample:\n(.*)\ndone: char LSTM", out, re.M | re.S)
+    assert sample and sample.group(1).startswith("def ") and len(sample.group(1)) == 4 + 20, out
+
+
+def test_systolic_flag_runs_or_says_the_backend_is_missing():
+    from tessel.runtime import backends
+    args = ["--backend", "systolic", "--epochs", "1", "--batch-size", "8", "--train-examples", "16"]
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "samples", "cnn.py"), *args],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    if "systolic" in backends.available():
+        assert result.returncode == 0, result.stderr
+        assert re.search(r"^systolic: train_step takes [0-9,]+ simulated cycles per call", result.stdout, re.M)
+    else:
+        assert result.returncode != 0
+        assert "--backend systolic: that backend is not available in this build" in result.stderr
