@@ -2,12 +2,14 @@
 
 Data: scikit-learn's bundled 8x8 handwritten digits when scikit-learn is installed
 (`pip install -e '.[samples]'`), otherwise generated at run time: seven-segment digits
-drawn on an 8x8 grid with random stroke strengths, noise and (a quarter of them) shifts. Nothing is
+drawn on an 8x8 grid with random stroke strengths, noise and (a quarter of them) shifts. Text (the
+language-model samples): the sample's own source file, read at run time. Nothing is
 downloaded.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -65,6 +67,41 @@ def batches(x, y, batch_size: int, rng):
         take = order[start:start + batch_size]
         yield x[take], y[take]
 
+
+# ----------------------------------------------------------------------------- text
+
+def bundled_text(path: str) -> str:
+    """A sample's own source file as its training text: always there, nothing to download."""
+    with open(os.path.abspath(path), encoding="utf-8") as f:
+        return f.read()
+
+
+class Vocabulary:
+    """The text's distinct characters, each an integer token."""
+
+    def __init__(self, text: str):
+        self.chars = sorted(set(text))
+        self.index = {c: k for k, c in enumerate(self.chars)}
+
+    def __len__(self):
+        return len(self.chars)
+
+    def encode(self, text: str) -> np.ndarray:
+        return np.array([self.index[c] for c in text], np.int32)
+
+    def decode(self, ids) -> str:
+        return "".join(self.chars[int(k)] for k in ids)
+
+
+def windows(ids: np.ndarray, batch: int, length: int, rng):
+    """(inputs, targets): `batch` random windows of `length` characters and the next ones."""
+    starts = rng.integers(0, len(ids) - length - 1, batch)
+    take = starts[:, None] + np.arange(length + 1)
+    chunk = ids[take]
+    return chunk[:, :-1], chunk[:, 1:]
+
+
+# ----------------------------------------------------------------------------- command line
 
 SAMPLE_BACKENDS = ("cpu", "interpreter", "systolic")   # what --backend offers
 

@@ -15,28 +15,7 @@ import numpy as np
 import tessel
 import tessel.numpy as tnp
 
-from common import Progress, compile_for, parse_args
-
-
-def bundled_text() -> str:
-    """This file's own source: always there, nothing to download."""
-    with open(os.path.abspath(__file__), encoding="utf-8") as f:
-        return f.read()
-
-
-class Vocabulary:
-    def __init__(self, text: str):
-        self.chars = sorted(set(text))
-        self.index = {c: k for k, c in enumerate(self.chars)}
-
-    def __len__(self):
-        return len(self.chars)
-
-    def encode(self, text: str) -> np.ndarray:
-        return np.array([self.index[c] for c in text], np.int32)
-
-    def decode(self, ids) -> str:
-        return "".join(self.chars[int(k)] for k in ids)
+from common import Progress, Vocabulary, bundled_text, compile_for, parse_args, windows
 
 
 def init_params(rng, vocab: int, hidden: int):
@@ -83,14 +62,6 @@ def loss_fn(params, inputs, targets):
     return loss, accuracy
 
 
-def windows(ids: np.ndarray, batch: int, length: int, rng):
-    """(inputs, targets): `batch` random windows of `length` characters and the next ones."""
-    starts = rng.integers(0, len(ids) - length - 1, batch)
-    take = starts[:, None] + np.arange(length + 1)
-    chunk = ids[take]
-    return chunk[:, :-1], chunk[:, 1:]
-
-
 def generate(params, vocab: Vocabulary, prompt: str, length: int, backend: str) -> str:
     """Run the prompt through the cell, then append `length` greedy characters."""
     @tessel.jit(backend=backend)
@@ -120,7 +91,7 @@ def extra_flags(parser):
 def main(argv=None):
     args = parse_args("a character LSTM trained on its own source", argv, epochs=12, batch_size=32,
                       lr=1e-2, extra=extra_flags)
-    text = bundled_text()
+    text = bundled_text(__file__)
     vocab = Vocabulary(text)
     ids = vocab.encode(text)
     print(f"data: {os.path.basename(__file__)}, {len(text)} characters, {len(vocab)} distinct; "

@@ -1,5 +1,5 @@
-"""The training samples run end to end (a few epochs on part of the data, interpreter
-backend) and learn."""
+"""The training samples run end to end (a few epochs on part of the data or tiny models,
+interpreter backend) and learn: the loss falls, accuracies and examples/s are printed."""
 import os
 import re
 import subprocess
@@ -56,6 +56,27 @@ def test_lstm_chars_trains_and_generates():
     assert re.search(r"next-token acc .* examples/s \([0-9]+ tokens/s\)", out), out
     sample = re.search(r"^greedy sample:\n(.*)\ndone: char LSTM", out, re.M | re.S)
     assert sample and sample.group(1).startswith("def ") and len(sample.group(1)) == 4 + 20, out
+
+
+GPT_TINY = ("--epochs", "2", "--steps", "3", "--layers", "1", "--width", "16", "--heads", "2",
+            "--context", "8", "--batch-size", "4", "--generate", "8", "--lr", "1e-2")
+
+
+def test_gpt_trains_and_generates():
+    out = run_sample("gpt.py", "--backend", "interpreter", *GPT_TINY)
+    losses = epoch_losses(out)
+    assert len(losses) == 2 and losses[-1] < losses[0], out
+    assert re.search(r"next-token acc .* examples/s \([0-9]+ tokens/s\)", out), out
+    sample = re.search(r"^greedy sample:\n(.*)\ndone: GPT 1 layers", out, re.M | re.S)
+    assert sample and sample.group(1).startswith("def ") and len(sample.group(1)) == 4 + 8, out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, flags", [("gpt.py", GPT_TINY), ("cnn.py", ("--epochs", "1", "--train-examples", "256"))])
+def test_sample_losses_agree_on_cpu_and_interpreter(name, flags):
+    cpu, interpreter = (epoch_losses(run_sample(name, "--backend", b, *flags)) for b in ("cpu", "interpreter"))
+    assert len(cpu) == len(interpreter) > 0
+    assert all(abs(a - b) < 2e-3 for a, b in zip(cpu, interpreter)), (cpu, interpreter)
 
 
 def test_systolic_flag_runs_or_says_the_backend_is_missing():
