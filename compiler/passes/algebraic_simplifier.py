@@ -15,11 +15,17 @@ Identities that look right but are NOT exact, and are therefore absent:
   x / c -> x * (1 / c)        unless 1 / c is exact, i.e. c is a power of two (kept)
   x * 2^k                     left alone: exact rewrites exist (x * 2 = x + x) but none
                               is cheaper than the multiply
+  power(x, n), n > 4 or < -1  for floats: each extra multiply adds a rounding
 Options that allow some of them, for programs known not to care:
   assume_finite=True   no float value is inf or NaN: x * 0 -> 0 (giving the constant's
                        zero even where the product would be -0.0), x - x -> 0 and
                        compare(x, x) for floats
   signed_zeros=False   -0.0 and +0.0 are interchangeable: x + 0.0 -> x, x - (-0.0) -> x
+One option is on by default, and is the one exception to "every rule is exact":
+  float_powers=True    float x**3 -> (x*x)*x and x**4 -> (x*x)*(x*x): two roundings, so up
+                       to 2 ulps from the correctly rounded pow (measured: docs/decisions.md);
+                       XLA and jax.lax.integer_pow compute them so. x**0, x**1, x**2 and
+                       x**-1 are exact and always rewritten. False keeps the pass bit-exact.
 """
 from __future__ import annotations
 
@@ -136,6 +142,55 @@ def double_not(ctx, x):
 def abs_abs(ctx, inner):
     # abs is idempotent: abs(abs x) = abs x (abs(MIN) = MIN for wrapping integers, again).
     return inner
+
+
+# ----------------------------------------------------------------------------- power with a small integer exponent
+
+# Exponents rewritten: 0..4 (at most two multiplies) and, for floats, -1.
+SMALLEST_POWER, LARGEST_POWER = -1, 4
+
+
+def _small_integer_exponent(c: Instruction) -> int | None:
+    """n when every element of c is the integer n, SMALLEST_POWER <= n <= LARGEST_POWER."""
+    value = splat_value(c)
+    if value is None or not np.isfinite(value) or value != np.round(value):
+        return None
+    n = int(value)
+    if not SMALLEST_POWER <= n <= LARGEST_POWER or (n < 0 and not _is_float(c)):
+        return None       # integer x**-1 truncates 1/x (0 for x = 0): not a division
+    return n
+
+
+def _product_of_powers(ctx, x: Instruction, n: int) -> Instruction:
+    """x**n (n >= 1) by square-and-multiply: squares x, x^2, x^4, ... times those the
+    bits of n select; n = 2, 3, 4 take 1, 2, 2 multiplies."""
+    result, square = None, x
+    while True:
+        if n & 1:
+            result = square if result is None else ctx.emit("multiply", [result, square])
+        n >>= 1
+        if not n:
+            return result
+        square = ctx.emit("multiply", [square, square])
+
+
+def power_small_integer(ctx, x, c):
+    # Integers: x**n by squaring wraps exactly as the multiplies do (n >= 0). Floats, each
+    # against the correctly rounded pow, -0.0, inf and NaN included:
+    #   x**0 = 1 for every x, NaN too (C99 pow, np.power)
+    #   x**1 = x, x**2 = x*x, x**-1 = 1/x: one rounding of the same real number, and the
+    #     same signs of zero and infinity (pow(-0, -1) = -inf = 1 / -0)
+    #   x**3, x**4: two roundings (float_powers); the signs and infinities still agree. An
+    #     x*x that underflows is off by under half a subnormal ulp, and |x| < 1 scales
+    #     that error down: still below the result's own ulp.
+    n = _small_integer_exponent(c)
+    if n >= 3 and _is_float(x) and not ctx.options.float_powers:
+        return None
+    if n == 0:
+        return ctx.splat(1, ctx.instr.shape)
+    if n == -1:
+        return ctx.emit("divide", [ctx.splat(1, ctx.instr.shape), x])
+    return _product_of_powers(ctx, x, n)
 
 
 # ----------------------------------------------------------------------------- identities of data movement
@@ -362,6 +417,9 @@ RULES = RuleTable([
     Rule("divide_one", Pat("divide", x, splat(1)), divide_one),
     Rule("divide_power_of_two", Pat("divide", x, var("c", where=lambda c: _exact_reciprocal(c) is not None)),
          divide_power_of_two),
+    Rule("power_small_integer",
+         Pat("power", x, var("c", where=lambda c: _small_integer_exponent(c) is not None)),
+         power_small_integer),
     Rule("same_operands", Pat(("maximum", "minimum", "and", "or"), x, x), same_operands),
     Rule("compare_self", Pat("compare", x, x), compare_self),
     Rule("double_negation", Pat("negate", Pat("negate", x)), double_negation),
@@ -407,7 +465,9 @@ class AlgebraicSimplifier(RewritePass):
     tags = ("simplify",)
     table = RULES
 
-    def __init__(self, assume_finite: bool = False, signed_zeros: bool = True):
+    def __init__(self, assume_finite: bool = False, signed_zeros: bool = True,
+                 float_powers: bool = True):
         super().__init__()
         self.assume_finite = assume_finite
         self.signed_zeros = signed_zeros
+        self.float_powers = float_powers

@@ -130,6 +130,23 @@ CASES = {
   eight = bf16[2] constant({8, 8})
   b = bf16[2] divide(y, eight)
   ROOT t = (f32[40], bf16[2]) tuple(a, b)"""), ["divide"], ["multiply"], {}),
+    # x**2, x**0, x**1, x**-1 for floats and integer x**4: all exact (float x**3, x**4 below)
+    "power_small_integer": (hlo("""
+  x = f32[40] parameter(0)
+  y = f64[3] parameter(1)
+  i = s32[3] parameter(2)
+  two = f32[] constant(2)
+  twos = f32[40] broadcast_in_dim(two), broadcast_dimensions={}
+  a = f32[40] power(x, twos)
+  zeros = f64[3] constant({-0.0, -0.0, -0.0})
+  b = f64[3] power(y, zeros)
+  ones = f64[3] constant({1, 1, 1})
+  c = f64[3] power(y, ones)
+  minus_ones = f64[3] constant({-1, -1, -1})
+  d = f64[3] power(y, minus_ones)
+  fours = s32[3] constant({4, 4, 4})
+  e = s32[3] power(i, fours)
+  ROOT t = (f32[40], f64[3], f64[3], f64[3], s32[3]) tuple(a, b, c, d, e)"""), ["power"], ["multiply", "divide"], {}),
     "same_operands": (hlo("""
   x = f32[3] parameter(0)
   p = pred[3] parameter(1)
@@ -550,3 +567,106 @@ def test_simplifies_a_traced_attention_block_and_keeps_its_results(rng):
     assert "divide" in ops_in(out) and "f32[] constant(0.25)" in out    # only / 4 became * 0.25
     assert ops_in(out).count("constant") == ops_in(print_module(traced)).count("constant") - 1
     assert_same_results(traced, optimized, rng, exact=False)
+
+
+# ----------------------------------------------------------------------------- powers by multiplies, against NumPy
+
+def float_power_text(dtype: str, n: int, size: int = 5) -> str:
+    return hlo(f"""
+  x = {dtype}[{size}] parameter(0)
+  n = {dtype}[] constant({n})
+  ns = {dtype}[{size}] broadcast_in_dim(n), broadcast_dimensions={{}}
+  ROOT p = {dtype}[{size}] power(x, ns)""")
+
+
+@pytest.mark.parametrize("n, multiplies", [(2, 1), (3, 2), (4, 2)])
+def test_powers_take_square_and_multiply_steps(n, multiplies, rng):
+    simplifier, out = simplify(float_power_text("f32", n), rng, exact=n == 2)
+    assert simplifier.fired["power_small_integer"] == 1
+    assert ops_in(out).count("multiply") == multiplies and "power" not in ops_in(out)
+    assert "multiply(x, x)" in out
+
+
+@pytest.mark.parametrize("n", [3, 4])
+def test_float_powers_false_keeps_the_pass_bit_exact(n, rng):
+    simplifier, out = simplify(float_power_text("f32", n), rng, float_powers=False)
+    assert "power_small_integer" not in simplifier.fired and "power" in ops_in(out)
+    # integer x**3 is exact (wrapping multiplies), so float_powers does not hold it back
+    simplifier, out = simplify(hlo("""
+  x = s32[3] parameter(0)
+  n = s32[3] constant({3, 3, 3})
+  ROOT p = s32[3] power(x, n)"""), rng, float_powers=False)
+    assert simplifier.fired["power_small_integer"] == 1
+
+
+@pytest.mark.parametrize("body", [
+    # 5 = three multiplies, three roundings; 2.5 is no integer; -2 is 1/(x*x), two roundings
+    float_power_text("f32", 5), float_power_text("f32", 2.5), float_power_text("f64", -2),
+    # integer x**-1 is 1, -1 or 0 (0 for x = 0 too): not the integer division 1 / x
+    """  x = s32[3] parameter(0)
+  n = s32[3] constant({-1, -1, -1})
+  ROOT p = s32[3] power(x, n)""",
+    # exponents that differ per element
+    """  x = f32[3] parameter(0)
+  n = f32[3] constant({2, 2, 3})
+  ROOT p = f32[3] power(x, n)""",
+    # a NaN exponent
+    """  x = f32[3] parameter(0)
+  n = f32[3] constant({nan, nan, nan})
+  ROOT p = f32[3] power(x, n)""",
+])
+def test_powers_not_rewritten(body, rng):
+    text = body if body.startswith("HloModule") else hlo(body)
+    simplifier, _ = simplify(text, rng)
+    assert "power_small_integer" not in simplifier.fired
+
+
+def ulps_apart(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Distance in ulps on the ordered integer line (-0 = +0, inf next to max); NaN is
+    0 from NaN and 2^62 from anything else."""
+    signed = np.int32 if a.dtype == np.float32 else np.int64
+    magnitude = np.iinfo(signed).max
+
+    def ordered(v):
+        bits = v.view(signed).astype(np.int64)
+        return np.where(bits < 0, -(bits & magnitude), bits)
+
+    distance = np.abs(ordered(a) - ordered(b))
+    nan_a, nan_b = np.isnan(a), np.isnan(b)
+    return np.where(nan_a & nan_b, 0, np.where(nan_a | nan_b, 2 ** 62, distance))
+
+
+def power_inputs(dtype, rng) -> np.ndarray:
+    """Normal, uniform and random-bit-pattern values (every binade, subnormals, NaNs) and
+    the special values: zeros, infinities, NaN, +-1, the extremes and where x**n over- or
+    underflows."""
+    info = np.finfo(dtype)
+    uint = np.uint32 if dtype == np.float32 else np.uint64
+    patterns = rng.integers(0, np.iinfo(uint).max, 2000, dtype=uint, endpoint=True).view(dtype)
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1, -1, 2, -2, 0.5, -3, info.max, -info.max,
+                         info.tiny, -info.tiny, info.smallest_subnormal, -info.smallest_subnormal,
+                         np.cbrt(info.max), -np.cbrt(info.max), np.sqrt(info.max), np.sqrt(np.sqrt(info.max)),
+                         np.cbrt(info.tiny), -np.sqrt(info.tiny)], dtype)
+    return np.concatenate([(rng.standard_normal(2000) * 4).astype(dtype),
+                           rng.uniform(-2, 2, 2000).astype(dtype), patterns, specials])
+
+
+@pytest.mark.parametrize("backend", ["interpreter", "cpu"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_powers_match_numpy_on_both_backends(backend, dtype, rng):
+    # x**-1, x**0, x**1, x**2 are exact: bit for bit NumPy's (its f64 power of an f32 is
+    # exact there, then rounded once; x*x, 1/x and np.power(x, 2 or -1) all round once).
+    # x**3, x**4: two roundings, within 2 ulps of np.power (measured maximum: 2).
+    x = power_inputs(dtype, rng)
+    for n in (-1, 0, 1, 2, 3, 4):
+        compiled = tessel.jit(lambda v: v ** dtype(n), backend=backend).lower(
+            tessel.ShapeDtype(x.shape, x.dtype)).compile()
+        assert "power" not in ops_in(print_module(compiled.executable.module))
+        got = np.asarray(compiled(x))
+        with np.errstate(all="ignore"):
+            wide = x.astype(np.float64) if dtype == np.float32 else x
+            want = np.power(wide, np.float64(n)).astype(dtype)
+        distance = ulps_apart(got, want)
+        assert distance.max() <= (0 if n <= 2 else 2), (n, x[distance.argmax()], got[distance.argmax()])
+        special = ~np.isfinite(x) | (x == 0)
+        assert same_bits(got[special], want[special]), n
