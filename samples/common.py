@@ -129,8 +129,12 @@ def parse_args(description: str, argv, epochs: int, batch_size: int, lr: float, 
 
 def compile_for(args, jitted, *example_args):
     """Compile `jitted` for the example arguments' shapes; the compiled program is called
-    like the function. On the systolic backend, prints the simulated cycles of one call."""
-    compiled = jitted.lower(*example_args).compile()
+    like the function. On the systolic backend, prints the simulated cycles of one call,
+    or stops with the backend's reason when the machine cannot run the step."""
+    try:
+        compiled = jitted.lower(*example_args).compile()
+    except NotImplementedError as err:     # e.g. the systolic backend's UnsupportedOp
+        raise SystemExit(f"--backend {args.backend} cannot compile {jitted.__name__}: {err}") from None
     if args.backend == "systolic":
         report = compiled.systolic_report()
         print(f"systolic: {jitted.__name__} takes {report.total_cycles:,} simulated cycles per call "
