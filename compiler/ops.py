@@ -418,7 +418,11 @@ def _gather(shapes, attrs, declared):
     require(len(sizes) == x.rank and all(0 <= s <= d for s, d in zip(sizes, x.dims)),
             f"gather slice_sizes {list(sizes)} must fit in operand {x}")
     check_dims_valid(collapsed, x.rank, "gather collapsed_slice_dims")
-    require(all(sizes[d] <= 1 for d in collapsed), "gather collapsed_slice_dims must have size 1")
+    # Exactly 1: a collapsed dim of size 0 would leave an empty slice, yet the result
+    # shape (which drops the dim) still has elements to fill.
+    require(all(sizes[d] == 1 for d in collapsed),
+            f"gather collapsed_slice_dims must have size 1: collapsed {list(collapsed)}, "
+            f"slice_sizes {list(sizes)}")
     check_dims_valid(start_map, x.rank, "gather start_index_map")
     require(len(start_map) == index_vector_size(idx, ivd),
             f"gather start_index_map {list(start_map)} must have one entry per index "

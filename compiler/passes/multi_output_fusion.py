@@ -33,7 +33,9 @@ class MultiOutputFusion(FusionPass):
         changed = False
         while (pair := _find_siblings(graph)) is not None:
             a, b = pair
-            kind = "input" if iteration_space(a).reduced or iteration_space(b).reduced else "loop"
+            # `reduced` is () for a reduce over no dims: still a reduce, so an input fusion.
+            reduces = iteration_space(a).reduced is not None or iteration_space(b).reduced is not None
+            kind = "input" if reduces else "loop"
             group = Group(pair)
             pull_producers(graph, group, _is_small_constant)   # e.g. the init values of reduces
             fuse(module, comp, group, kind)
