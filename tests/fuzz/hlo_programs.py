@@ -50,8 +50,10 @@ NEEDS_EXACT_OPERANDS = {"compare", "floor", "ceil", "round", "sign", "is_finite"
                         "sort", "select_and_scatter"}
 # Not generated, and why: produced by the compiler, not written by users (fusion);
 # meaningful only with registered emitters or several devices (custom_call, send, recv,
-# all_reduce); parameter/constant/tuple/get_tuple_element appear as plumbing of others.
-NOT_GENERATED = {"fusion", "custom_call", "send", "recv", "all_reduce"}
+# all_reduce and the other collectives); parameter/constant/tuple/get_tuple_element
+# appear as plumbing of others.
+NOT_GENERATED = {"fusion", "custom_call", "send", "recv", "all_reduce", "all_gather",
+                 "collective_broadcast"}
 
 
 def op_admits(opname: str, dtype) -> bool:
