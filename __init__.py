@@ -32,6 +32,7 @@ _PUBLIC = {
     "vjp": ("tessel.frontend.autodiff", "vjp"),
     "optim": ("tessel.frontend.optim", None),
     "distributed": ("tessel.distributed", None),
+    "device": ("tessel.frontend.device_scope", "device"),
 }
 
 # `import tessel.numpy` etc. must work although no tessel/numpy.py exists: a file named
@@ -77,4 +78,4 @@ def __dir__():
     return sorted(list(globals()) + list(_PUBLIC))
 
 
-__all__ = ["ShapeDtype", "aot", "distributed", "grad", "jit", "lax", "nn", "numpy", "optim", "value_and_grad", "vjp"]
+__all__ = ["ShapeDtype", "aot", "device", "distributed", "grad", "jit", "lax", "nn", "numpy", "optim", "value_and_grad", "vjp"]

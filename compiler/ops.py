@@ -61,11 +61,19 @@ class OpDef:
 
 OPS: dict[str, OpDef] = {}
 
+# Every op may carry `device`: where heterogeneous placement runs it ("cpu", "systolic";
+# compiler/passes/placement.py, docs/placement.md). Absent means "not placed": unlike
+# other optional attributes it is never filled in with a default.
+DEVICE_ATTR = "device"
+PLACEMENT_SPEC = AttrSpec("str", default=None)
+
 
 def _register(name, group, arity, rule, attrs=None, **flags) -> OpDef:
     if isinstance(arity, int):
         arity = (arity, arity)
-    opdef = OpDef(name, group, arity, dict(attrs or {}), rule, **flags)
+    attrs = dict(attrs or {})
+    attrs.setdefault(DEVICE_ATTR, PLACEMENT_SPEC)
+    opdef = OpDef(name, group, arity, attrs, rule, **flags)
     OPS[name] = opdef
     return opdef
 
@@ -804,13 +812,18 @@ def _collective_broadcast(shapes, attrs, declared):
 COLLECTIVES = ("all_reduce", "all_gather", "collective_broadcast")
 
 
-@op("send", "control", 1, {"channel_id": AttrSpec("int"), "device": AttrSpec("str")}, side_effects=True)
+# send / recv: `device` is where the instruction runs, `peer` the device at the other end
+# of the channel (the cut inserted by compiler/passes/device_transfers.py: the send runs
+# on the producer's device, the recv on the consumer's).
+@op("send", "control", 1, {"channel_id": AttrSpec("int"), "device": AttrSpec("str"),
+                           "peer": AttrSpec("str", default="")}, side_effects=True)
 def _send(shapes, attrs, declared):
     array_shape(shapes[0], "send operand")
     return TupleShape(())   # a token: orders the matching recv after this send
 
 
-@op("recv", "control", (0, 1), {"channel_id": AttrSpec("int"), "device": AttrSpec("str")},
+@op("recv", "control", (0, 1), {"channel_id": AttrSpec("int"), "device": AttrSpec("str"),
+                                 "peer": AttrSpec("str", default="")},
     result_given=True, side_effects=True)
 def _recv(shapes, attrs, declared):
     require(all(s == TupleShape(()) for s in shapes), "recv's optional operand is the send token ()")
@@ -873,17 +886,24 @@ def _check_attr_value(opname: str, name: str, spec: AttrSpec, value):
         isinstance(value, Literal) or bad("a literal array")
 
 
+def own_attrs(opdef: OpDef) -> list[str]:
+    """The op's attribute names, without the `device` every op may carry."""
+    return [n for n, spec in opdef.attrs.items() if spec is not PLACEMENT_SPEC]
+
+
 def normalize_attrs(opcode: str, attrs: Mapping) -> Attrs:
     """Check attributes against the op's schema and fill in defaults."""
     opdef = get(opcode)
     attrs = attrs if isinstance(attrs, Attrs) else Attrs(attrs)
     unknown = sorted(set(attrs) - set(opdef.attrs))
     require(not unknown, f"{opcode} has no attribute {', '.join(unknown)}; "
-                         f"it takes {', '.join(opdef.attrs) or 'none'}")
+                         f"it takes {', '.join(own_attrs(opdef)) or 'none'}")
     full = {}
     for name, spec in opdef.attrs.items():
         if name in attrs:
             full[name] = attrs[name]
+        elif spec is PLACEMENT_SPEC:
+            continue
         elif spec.required:
             fail(f"{opcode} needs attribute {name}")
         else:

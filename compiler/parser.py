@@ -696,7 +696,7 @@ def _check_attr_names(rec: InstrRecord, opdef: ops.OpDef) -> None:
             _fail(name_token, f"{opdef.name} takes its {name} in parentheses, "
                               f"e.g. {'parameter(0)' if name == 'index' else 'constant({1, 2})'}")
         if name not in opdef.attrs:
-            takes = ", ".join(n for n in opdef.attrs if n != PAREN_ATTR.get(opdef.name)) or "none"
+            takes = ", ".join(n for n in ops.own_attrs(opdef) if n != PAREN_ATTR.get(opdef.name)) or "none"
             _fail(name_token, f"{opdef.name} has no attribute {name!r}; it takes {takes}")
         if name in seen:
             _fail(name_token, f"attribute {name!r} is given twice")

@@ -99,6 +99,34 @@ def systolic_pipeline() -> list:
                               DotLayout(), DCE(), Scheduler()]
 
 
+def placement_pipeline(mode, default: str) -> list:
+    from .passes.device_transfers import DeviceTransfers
+    from .passes.placement import Placement
+    # Placement decides each instruction's device (scopes, the backend, the mode); the
+    # transfers pass then pairs a send and a recv at every crossing. Each per-device part
+    # is optimized afterwards by its own device's pipeline (runtime/placed.py), so no
+    # fusion or rewrite ever crosses a device boundary.
+    cost_model = None
+    if mode == "auto":
+        from .placement_cost import CostModel
+        cost_model = CostModel()
+    return [DCE(), Placement(mode, default, cost_model), DeviceTransfers()]
+
+
+def place(module: Module, mode, default: str, **options) -> tuple[Module, PipelineReport]:
+    """A clone of `module` with every entry instruction placed and transfers at the cuts."""
+    from .pass_manager import PassError
+    from .passes.placement import PlacementError
+    placed = clone_module(module)
+    try:
+        report = PassManager("placement-pipeline", placement_pipeline(mode, default), **options).run(placed)
+    except PassError as e:
+        if isinstance(e.__cause__, PlacementError):     # the user's mistake, said plainly
+            raise e.__cause__ from None
+        raise
+    return placed, report
+
+
 PIPELINES = {"interpreter": interpreter_pipeline, "cpu": cpu_pipeline, "systolic": systolic_pipeline}
 
 

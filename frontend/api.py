@@ -191,9 +191,10 @@ class Lowered:
     """A traced program: the HLO as traced, ready to compile."""
 
     def __init__(self, module: Module, backend: str, binder: ArgumentBinder, binding: Binding,
-                 signature: Signature, name: str):
+                 signature: Signature, name: str, placement: str | None = None):
         self.module = module
         self.backend = backend
+        self.placement = placement
         self._binder, self._binding = binder, binding
         self.signature = signature
         self.name = name
@@ -213,11 +214,32 @@ class Lowered:
         return cost_analysis(self.module)
 
     def compile(self) -> "Compiled":
-        """Optimize a copy of the traced module for the backend and build its executable."""
+        """Optimize a copy of the traced module for the backend and build its executable
+        (a placed program when ops are placed on more than one device: docs/placement.md)."""
         from ..compiler import pipeline
-        optimized, report = pipeline.optimize(self.module, self.backend)
-        exe = Executable(optimized, self.backend, self.signature, name=self.name)
+        backend = self.backend
+        if self.placement is not None or _has_scopes(self.module):
+            placed, place_report = pipeline.place(self.module, self.placement, self.backend)
+            devices = _devices(placed)
+            if len(devices) > 1:
+                from ..runtime.placed import PlacedExecutable
+                exe = PlacedExecutable(placed, backend, self.signature, name=self.name)
+                return Compiled(exe, self._binder, self._binding, place_report)
+            backend = devices.pop() if devices else backend
+        optimized, report = pipeline.optimize(self.module, backend)
+        exe = Executable(optimized, backend, self.signature, name=self.name)
         return Compiled(exe, self._binder, self._binding, report)
+
+
+def _has_scopes(module: Module) -> bool:
+    from ..compiler import ops
+    return any(ops.DEVICE_ATTR in i.attrs for i in module.entry.instructions)
+
+
+def _devices(module: Module) -> set[str]:
+    from ..compiler import ops
+    return {i.attrs[ops.DEVICE_ATTR] for i in module.entry.instructions
+            if ops.DEVICE_ATTR in i.attrs and i.opcode not in ("send", "recv")}
 
 
 class Compiled:
@@ -268,11 +290,13 @@ class Compiled:
 class Jitted:
     """The object `tessel.jit` returns: call it, or stage it with `lower`."""
 
-    def __init__(self, fun: Callable, backend: str | None, static_argnums, static_argnames):
+    def __init__(self, fun: Callable, backend: str | None, static_argnums, static_argnames,
+                 placement: str | None = None):
         if not callable(fun):
             raise TypeError(f"jit expects a function, given {type(fun).__name__}")
         self.fun = fun
         self.backend = backends.check_name(backend or backends.DEFAULT_BACKEND)
+        self.placement = _check_placement(placement)
         self.binder = ArgumentBinder(fun, static_argnums, static_argnames)
         self._cache: dict[Any, Compiled] = {}
         # Positional plain ndarrays only: (dtype, shape) per argument -> a call that runs
@@ -299,7 +323,7 @@ class Jitted:
             self.trace_count += 1
         signature = Signature(treedef, tuple(specs), out_tree, tuple(out_avals))
         return Lowered(module, self.backend, self.binder, binding, signature,
-                       getattr(self.fun, "__name__", "function"))
+                       getattr(self.fun, "__name__", "function"), self.placement)
 
     # -- calling
     def __call__(self, *args, **kwargs):
@@ -437,15 +461,28 @@ def _fast_aval(leaf):
     raise TypeError
 
 
+PLACEMENTS = (None, "soft", "auto")
+
+
+def _check_placement(placement):
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be None (everything on the backend, tessel.device scopes "
+                         f"apart), 'soft' or 'auto'; given {placement!r} (docs/placement.md)")
+    return placement
+
+
 def jit(fun: Callable | None = None, *, backend: str | None = None, static_argnums=(),
-        static_argnames=()):
+        static_argnames=(), placement: str | None = None):
     """Trace, optimize and compile `fun` on first call per signature; run from a cache after.
 
     Usable as `@jit`, `@jit(backend="interpreter")` or `jit(f, static_argnums=(1,))`.
+    `placement` spreads the program over devices (docs/placement.md): None (the default:
+    everything on `backend` except ops in `tessel.device` scopes), "soft" (what `backend`
+    cannot run goes to the CPU) or "auto" (a cost model chooses per op).
     """
     if fun is None:
-        return lambda f: Jitted(f, backend, static_argnums, static_argnames)
-    return Jitted(fun, backend, static_argnums, static_argnames)
+        return lambda f: Jitted(f, backend, static_argnums, static_argnames, placement)
+    return Jitted(fun, backend, static_argnums, static_argnames, placement)
 
 
 __all__ = ["Compiled", "Jitted", "Lowered", "ShapeDtype", "jit"]

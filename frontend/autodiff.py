@@ -24,7 +24,7 @@ import numpy as np
 from ..compiler import ops
 from ..compiler.ir import Instruction, Shape, TupleShape
 from ..runtime import pytree
-from . import control_flow, core, vjp_rules
+from . import control_flow, core, device_scope, vjp_rules
 from .core import Tracer, lift
 from .errors import TesselError, where
 from .vjp_rules import VJP_RULES, Eqn, not_differentiable, zeros
@@ -149,7 +149,10 @@ class Linearized:
                 reason = vjp_rules.NON_DIFFERENTIABLE.get(eqn.instr.opcode, "no VJP rule")
                 raise not_differentiable(f"cannot differentiate through {eqn.instr.opcode} "
                                          f"({reason}) at {eqn.instr.loc_text}")
-            for operand, operand_ct in zip(eqn.instr.operands, rule(ct, eqn)):
+            # the gradient runs where the op runs (TF's colocate_gradients_with_ops)
+            with device_scope.device(eqn.instr.attrs.get(ops.DEVICE_ATTR)):
+                operand_cts = list(rule(ct, eqn))
+            for operand, operand_ct in zip(eqn.instr.operands, operand_cts):
                 accumulate(operand, operand_ct)
         return [cts.get(p) for p in self.params]
 

@@ -21,6 +21,7 @@ from ..compiler import dtypes, ops
 from ..compiler.dtypes import DType
 from ..compiler.ir import Builder, Instruction, Module, Shape, TupleShape
 from . import errors
+from .device_scope import current_device
 from .errors import CONTROL_FLOW_HINT, ConcretizationError, trace_error
 
 _state = threading.local()
@@ -73,6 +74,7 @@ class TraceContext:
     def emit(self, opcode: str, operands: Sequence["Tracer"], attrs=None, shape=None) -> "Tracer":
         self._set_loc()
         instrs = [self.own(t).instr for t in operands]
+        attrs = _placed(opcode, attrs)
         try:
             instr = self.builder.emit(opcode, instrs, attrs, shape)
         except ops.ShapeError as e:
@@ -125,6 +127,14 @@ class TraceContext:
             c = b.parameter(Shape(dtype, ()), "b")
             self._reducers[key] = b.build(b.emit(opcode, [a, c]))
         return self._reducers[key]
+
+
+def _placed(opcode: str, attrs):
+    """`attrs` with the open `tessel.device` scope's device, unless already placed."""
+    device = current_device()
+    if device is None or opcode == "parameter" or (attrs and ops.DEVICE_ATTR in attrs):
+        return attrs
+    return {**(attrs or {}), ops.DEVICE_ATTR: device}
 
 
 def _np_dtype(dt: DType):

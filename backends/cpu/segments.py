@@ -26,7 +26,8 @@ from typing import Callable
 import numpy as np
 
 from ...compiler import dtypes
-from ...compiler.ir import Attrs, Computation, Instruction, Module, TupleShape
+from ...compiler.extract import extract
+from ...compiler.ir import Instruction, Module
 from ...compiler.ops import COLLECTIVES
 
 
@@ -87,57 +88,14 @@ def _reads_after(groups, root: Instruction) -> list[set[Instruction]]:
 
 
 def _segment(module: Module, name: str, group: list[Instruction], needed_after: set[Instruction]) -> Segment:
-    inside = set(group)
-    comp = Computation(name)
-    twins: dict[Instruction, Instruction] = {}
-    inputs: list[Instruction] = []
-
-    def operand(value: Instruction) -> Instruction:
-        if value not in twins:      # made before this segment: a parameter of it
-            if isinstance(value.shape, TupleShape):
-                raise NotImplementedError(
-                    f"CPU backend: the tuple {value.name} (from {value.loc_text}) is read across a "
-                    f"collective; only arrays flow between the native segments")
-            twins[value] = comp.add(Instruction(f"in.{value.name}", "parameter", [], value.shape,
-                                                Attrs({"index": len(inputs)}), value.locs))
-            inputs.append(value)
-        return twins[value]
-
-    for instr in group:
-        operands = [operand(o) for o in instr.operands]
-        twins[instr] = comp.add(Instruction(instr.name, instr.opcode, operands, instr.shape,
-                                            instr.attrs, instr.locs))
     outputs = [i for i in group if i in needed_after]
-    comp.root = comp.add(Instruction(f"{name}.out", "tuple", [twins[i] for i in outputs],
-                                     TupleShape([i.shape for i in outputs])))
-    seg = Module(name)
-    seg.optimized_for = module.optimized_for
-    for callee in _callees(group):
-        seg.add_computation(callee)
-    seg.add_computation(comp, entry=True)
-    for c in seg.computations:
-        for i in c.instructions:
-            seg.reserve_name(i.name)
+    seg, inputs = extract(module, name, group, outputs, _tuple_across_collective)
     return Segment(seg, inputs, outputs)
 
 
-def _callees(group: list[Instruction]) -> list[Computation]:
-    """Computations the group calls, callees before callers, each once."""
-    order: list[Computation] = []
-    seen: set[int] = set()
-
-    def visit(comp: Computation):
-        if id(comp) not in seen:
-            seen.add(id(comp))
-            for instr in comp.instructions:
-                for callee in instr.called_computations():
-                    visit(callee)
-            order.append(comp)
-
-    for instr in group:
-        for callee in instr.called_computations():
-            visit(callee)
-    return order
+def _tuple_across_collective(value: Instruction) -> Exception:
+    return NotImplementedError(f"CPU backend: the tuple {value.name} (from {value.loc_text}) is read across "
+                               f"a collective; only arrays flow between the native segments")
 
 
 # ----------------------------------------------------------------------------- running

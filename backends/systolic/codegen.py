@@ -103,28 +103,57 @@ def _unsupported(instr: Instruction, why: str) -> UnsupportedOp:
                          f"(docs/systolic-backend.md)")
 
 
+def config_problem(config: SystolicConfig) -> str | None:
+    """Why no float program compiles for `config`, or None."""
+    if config.dtype == "int8":
+        return ("config.dtype='int8' needs a quantized model; the compiler lowers float "
+                "programs (use dtype 'bf16' or 'f32')")
+    return None
+
+
+def unsupported_reason(instr: Instruction, config: SystolicConfig | None = None) -> str | None:
+    """Why the machine cannot run `instr` (an entry instruction), or None when it can.
+
+    The one source of truth for what the systolic machine runs: the backend refuses a
+    program with such an instruction (`check_supported`), and placement
+    (compiler/passes/placement.py) keeps such instructions on the CPU."""
+    config = config or SystolicConfig()
+    problem = config_problem(config)
+    if problem:
+        return problem
+    if instr.opcode not in LOWERING and instr.opcode not in STORAGE_OPS + ALIAS_OPS:
+        return "no lowering for this op"
+    for leaf in instr.shape.leaves():
+        if leaf.dtype not in VALUE_DTYPES:
+            return (f"its result is {leaf.dtype.name}; the machine's memories hold f32 words "
+                    f"(f32 programs, pred masks internally)")
+    if instr.opcode == "parameter" and instr.shape.is_tuple:
+        return "tuple-shaped parameters are not supported; pass the leaves"
+    if instr.opcode == "parameter" and instr.shape.dtype is not dtypes.f32:
+        return "program arguments must be f32"
+    check = vector.CHECKS.get(instr.opcode)
+    return check(instr) if check else None
+
+
+def boundary_reason(value: Instruction) -> str | None:
+    """Why `value` cannot enter or leave a systolic program (as an argument or a
+    result), or None: programs take and return f32 arrays."""
+    if value.shape.is_tuple or value.shape.dtype is not dtypes.f32:
+        return f"program arguments and results must be f32 arrays, and {value.name} is {value.shape}"
+    return None
+
+
 def check_supported(module: Module, config: SystolicConfig) -> None:
     """UnsupportedOp for the first instruction the machine cannot run, before any code."""
-    if config.dtype == "int8":
-        raise UnsupportedOp("systolic backend: config.dtype='int8' needs a quantized model; the "
-                            "compiler lowers float programs (use dtype 'bf16' or 'f32')")
+    problem = config_problem(config)
+    if problem:
+        raise UnsupportedOp(f"systolic backend: {problem}")
     for instr in module.entry.instructions:
-        if instr.opcode not in LOWERING and instr.opcode not in STORAGE_OPS + ALIAS_OPS:
-            raise _unsupported(instr, "no lowering for this op")
-        for leaf in instr.shape.leaves():
-            if leaf.dtype not in VALUE_DTYPES:
-                raise _unsupported(instr, f"its result is {leaf.dtype.name}; the machine's memories "
-                                          f"hold f32 words (f32 programs, pred masks internally)")
-        if instr.opcode == "parameter" and instr.shape.is_tuple:
-            raise _unsupported(instr, "tuple-shaped parameters are not supported; pass the leaves")
-        if instr.opcode in ("parameter",) and instr.shape.dtype is not dtypes.f32:
-            raise _unsupported(instr, "program arguments must be f32")
-        check = vector.CHECKS.get(instr.opcode)
-        problem = check(instr) if check else None
+        problem = unsupported_reason(instr, config)
         if problem:
             raise _unsupported(instr, problem)
     for leaf in module.entry.root.operands:
-        if leaf.shape.is_tuple or leaf.shape.dtype is not dtypes.f32:
+        if boundary_reason(leaf):
             raise _unsupported(leaf, "program results must be f32 arrays")
 
 
