@@ -409,7 +409,8 @@ class Jitted:
             self._fast.clear()
 
     def __repr__(self) -> str:
-        return f"<tessel.jit {getattr(self.fun, '__qualname__', self.fun)} backend={self.backend}>"
+        placement = f" placement={self.placement}" if self.placement else ""
+        return f"<tessel.jit {getattr(self.fun, '__qualname__', self.fun)} backend={self.backend}{placement}>"
 
 
 def miss_reason(key, previous: list, paths: list[str]) -> str:
