@@ -2,11 +2,12 @@
 
     tessel dump FILE.py:FN --arg f32[256,784] ... [--stage traced|optimized|all]
                 [--format text|dot|svg] [-o DIR]
-    tessel compile FILE.py:FN --arg ... -o model.tsl [--backend cpu] [--target TRIPLE --cpu NAME]
+    tessel compile FILE.py:FN --arg ... -o model.tsl [--backend cpu|systolic]
+                   [--target TRIPLE --cpu NAME] (cpu) [--config k=v ...] (systolic)
     tessel run model.tsl --input a.npy ... [--output DIR]
-    tessel inspect model.tsl [--no-hlo]
-    tessel sim PROGRAM.s --input a.npy ... [--config k=v ...] [--trace out.json] [--plot out.png]
-               [--output DIR]
+    tessel inspect model.tsl [--no-hlo] [--asm]
+    tessel sim PROGRAM.s|model.tsl --input a.npy ... [--config k=v ...] [--trace out.json]
+               [--plot out.png] [--output DIR]
     tessel version
 
 Errors go to stderr with exit code 1 (2 for usage errors).
@@ -133,13 +134,17 @@ def _cmd_dump(args: argparse.Namespace) -> int:
 
 def _cmd_compile(args: argparse.Namespace) -> int:
     import tessel
+    from .runtime.systolic.config import ConfigError
     fn = load_function(args.function)
     specs = [parse_arg_spec(a) for a in args.arg]
     try:
         path = tessel.aot.export(fn, *specs, path=args.output, backend=args.backend,
-                                 target=args.target, cpu=args.cpu, features=args.features)
+                                 target=args.target, cpu=args.cpu, features=args.features,
+                                 config=args.config or None)
     except tessel.aot.ArtifactError as e:
         raise CliError(str(e)) from e
+    except ConfigError as e:
+        raise CliError(f"--config: {e}") from e
     except Exception as e:  # noqa: BLE001 - tracing/compiling the user's code
         raise CliError(f"compiling {args.function} failed: {type(e).__name__}: {e}") from e
     print(f"wrote {path} ({os.path.getsize(path)} bytes)")
@@ -164,19 +169,51 @@ def _open_artifact(path: str):
 
 
 def _cmd_inspect(args: argparse.Namespace) -> int:
-    from .runtime import pytree
     manifest, signature, contents = _open_artifact(args.artifact)
-    target, entry = manifest.get("target", {}), manifest.get("entry", {})
     print(f"artifact   {args.artifact}")
     print(f"function   {manifest.get('name')} (C prefix {manifest.get('symbol_prefix')})")
     print(f"format     {manifest['format']} v{manifest['format_version']}, "
           f"written by tessel {manifest.get('tessel_version')}")
     print(f"backend    {manifest.get('backend')}")
-    print(f"target     {target.get('triple')}, CPU {target.get('cpu')}")
-    print(f"needs      {', '.join(target.get('required_features', [])) or 'no CPU features'}")
-    print(f"entry      {entry.get('run')}, scratch {entry.get('scratch_bytes')} bytes")
+    if manifest.get("backend") == "systolic":
+        _print_systolic(manifest)
+    else:
+        target, entry = manifest.get("target", {}), manifest.get("entry", {})
+        print(f"target     {target.get('triple')}, CPU {target.get('cpu')}")
+        print(f"needs      {', '.join(target.get('required_features', [])) or 'no CPU features'}")
+        print(f"entry      {entry.get('run')}, scratch {entry.get('scratch_bytes')} bytes")
     if manifest.get("statics"):
         print("statics    " + ", ".join(f"{k}={v}" for k, v in manifest["statics"]))
+    _print_signature(signature)
+    print("members")
+    for name, data in sorted(contents.items()):
+        print(f"  {name:<40} {len(data):>10} bytes")
+    files = manifest.get("files", {})
+    if args.asm and files.get("assembly") in contents:
+        print("program")
+        print(contents[files["assembly"]].decode())
+    if files.get("hlo") in contents and not args.no_hlo:
+        print("optimized HLO")
+        print(contents[files["hlo"]].decode())
+    return 0
+
+
+def _print_systolic(manifest: dict) -> None:
+    program = manifest.get("program", {})
+    config = program.get("config", {})
+    print(f"machine    {config.get('rows')}x{config.get('cols')} array, {config.get('dtype')} multiplies, "
+          f"clock {config.get('clock_hz', 0) / 1e6:g} MHz, UB {config.get('ub_bytes')} bytes, "
+          f"accumulators {config.get('acc_bytes')} bytes")
+    print("config     " + " ".join(f"{k}={v}" for k, v in sorted(config.items())))
+    print(f"program    {program.get('instructions')} instructions, host image {program.get('host_bytes')} bytes")
+    print("layout")
+    for kind in ("inputs", "outputs", "constants"):
+        for r in program.get(kind, []):
+            print(f"  {kind[:-1]:<9}{r.get('name', '?'):<28} {r.get('fmt')}{r.get('shape')} at {r.get('address')}")
+
+
+def _print_signature(signature) -> None:
+    from .runtime import pytree
     print("inputs")
     for spec in signature.in_specs:
         print(f"  {spec.path:<28} {spec.aval.dtype.name}{list(spec.aval.dims)}")
@@ -184,36 +221,43 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     out_paths = pytree.leaf_paths(signature.out_tree, "output")
     for path, aval in zip(out_paths, signature.out_avals_flat):
         print(f"  {path or 'output':<28} {aval.dtype.name}{list(aval.dims)}")
-    print("members")
-    for name, data in sorted(contents.items()):
-        print(f"  {name:<40} {len(data):>10} bytes")
-    hlo = manifest.get("files", {}).get("hlo")
-    if hlo in contents and not args.no_hlo:
-        print("optimized HLO")
-        print(contents[hlo].decode())
-    return 0
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    import numpy as np
+    artifact = _load_artifact(args.artifact)
+    outputs, names = _call_artifact(artifact, args.artifact, args.input)
+    _print_outputs(outputs, names, args.output)
+    return 0
 
+
+def _load_artifact(path: str):
     from .aot import load
     from .aot.errors import ArtifactError
-    from .runtime import pytree
     try:
-        artifact = load(args.artifact)
+        return load(path)
     except ArtifactError as e:
         raise CliError(f"{type(e).__name__}: {e}") from e
-    specs = artifact.signature.in_specs
-    if len(args.input) != len(specs):
-        wanted = ", ".join(f"{s.path} {s.aval.dtype.name}{list(s.aval.dims)}" for s in specs)
-        raise CliError(f"{args.artifact} takes {len(specs)} inputs ({wanted}); given {len(args.input)} --input")
-    leaves = []
-    for path in args.input:
+
+
+def _read_inputs(paths) -> list:
+    import numpy as np
+    arrays = []
+    for path in paths:
         try:
-            leaves.append(np.load(path, allow_pickle=False))
+            arrays.append(np.load(path, allow_pickle=False))
         except (OSError, ValueError) as e:
             raise CliError(f"--input {path}: cannot read it as .npy: {e}") from e
+    return arrays
+
+
+def _call_artifact(artifact, where: str, input_paths) -> tuple[list, list[str]]:
+    """Run a loaded artifact on .npy files (one per flat input); (outputs, their names)."""
+    from .runtime import pytree
+    specs = artifact.signature.in_specs
+    if len(input_paths) != len(specs):
+        wanted = ", ".join(f"{s.path} {s.aval.dtype.name}{list(s.aval.dims)}" for s in specs)
+        raise CliError(f"{where} takes {len(specs)} inputs ({wanted}); given {len(input_paths)} --input")
+    leaves = _read_inputs(input_paths)
     *positional, kwargs = pytree.unflatten(artifact.signature.in_tree, leaves)
     try:
         result = artifact(*positional, **kwargs)
@@ -221,14 +265,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise CliError(str(e)) from e
     outputs, out_tree = pytree.flatten(result)
     names = pytree.leaf_paths(out_tree, "output") or ["output"]
+    return outputs, [name or "output" for name in names]
+
+
+def _print_outputs(outputs, names, directory) -> None:
+    """A summary line per output; output0.npy, output1.npy ... in `directory` if given."""
+    import numpy as np
     for k, (name, value) in enumerate(zip(names, outputs)):
-        print(f"{name or 'output'}: {_summary(value)}")
-        if args.output:
-            os.makedirs(args.output, exist_ok=True)
-            np.save(os.path.join(args.output, f"output{k}.npy"), value, allow_pickle=False)
-    if args.output:
-        print(f"wrote {len(outputs)} file(s) output0.npy ... to {args.output}")
-    return 0
+        print(f"{name}: {_summary(value)}")
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+            np.save(os.path.join(directory, f"output{k}.npy"), value, allow_pickle=False)
+    if directory:
+        print(f"wrote {len(outputs)} file(s) output0.npy ... to {directory}")
 
 
 def _summary(value) -> str:
@@ -267,17 +316,25 @@ def _load_program(path: str, overrides: list[str]):
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
+    from .aot.archive import ZIP_MAGIC
+    try:
+        with open(args.program, "rb") as f:
+            is_artifact = f.read(4) == ZIP_MAGIC
+    except OSError as e:
+        raise CliError(f"{args.program}: cannot read it: {e}") from e
+    result = _sim_artifact(args) if is_artifact else _sim_program(args)
+    _write_timeline(result, args)
+    return 0
+
+
+def _sim_program(args: argparse.Namespace):
+    """An assembly program: its `#!` layout, the functional simulator, the timing model."""
     import numpy as np
 
     from .runtime.systolic import functional, hostio, report, timing
     from .runtime.systolic.validate import ValidationError
     program, layout, config = _load_program(args.program, args.config)
-    arrays = []
-    for path in args.input:
-        try:
-            arrays.append(np.load(path, allow_pickle=False))
-        except (OSError, ValueError) as e:
-            raise CliError(f"--input {path}: cannot read it as .npy: {e}") from e
+    arrays = _read_inputs(args.input)
     memory = np.zeros(config.host_bytes, np.uint8)
     try:
         hostio.write_inputs(memory, layout.inputs, arrays, config)
@@ -297,6 +354,33 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         for name, value in outputs.items():
             np.save(os.path.join(args.output, f"{name}.npy"), value, allow_pickle=False)
         print(f"wrote {', '.join(f'{n}.npy' for n in outputs)} to {args.output}")
+    return result
+
+
+def _sim_artifact(args: argparse.Namespace):
+    """A systolic .tsl: validated on load, run on the functional simulator, timed under its
+    config with timing-only --config overrides (aot/systolic.py, `timing_config`)."""
+    from .aot.errors import ArtifactConfigError
+    from .runtime.systolic import report
+    manifest, _, _ = _open_artifact(args.program)
+    backend = manifest.get("backend")
+    if backend != "systolic":
+        raise CliError(f"{args.program} is a {backend} artifact: `tessel sim` simulates systolic artifacts "
+                       f"and assembly programs; run it with `tessel run {args.program} --input ...`")
+    artifact = _load_artifact(args.program)
+    try:
+        result = artifact.report(args.config)
+    except ArtifactConfigError as e:
+        raise CliError(f"--config: {e}") from e
+    outputs, names = _call_artifact(artifact, args.program, args.input)
+    print(report.text_report(result))
+    print()
+    _print_outputs(outputs, names, args.output)
+    return result
+
+
+def _write_timeline(result, args: argparse.Namespace) -> None:
+    from .runtime.systolic import report
     if args.trace:
         report.write_chrome_trace(result, args.trace)
         print(f"wrote {args.trace} (chrome://tracing, ui.perfetto.dev)")
@@ -306,7 +390,6 @@ def _cmd_sim(args: argparse.Namespace) -> int:
         except ImportError as e:
             raise CliError(str(e)) from e
         print(f"wrote {args.plot}")
-    return 0
 
 
 # ----------------------------------------------------------------------------- parser
@@ -351,6 +434,9 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--target", metavar="TRIPLE", help="LLVM target triple (default: this host)")
     compile_.add_argument("--cpu", metavar="NAME", help="LLVM CPU name, e.g. x86-64, x86-64-v3, generic")
     compile_.add_argument("--features", metavar="+A,+B", help="CPU features, for CPUs tessel has no table for")
+    compile_.add_argument("--config", nargs="+", action="extend", default=[], metavar="K=V",
+                          help="--backend systolic: the machine to compile for, e.g. rows=32 cols=32 "
+                               "(overrides of TESSEL_SYSTOLIC_CONFIG or the defaults)")
     compile_.set_defaults(handler=_cmd_compile)
 
     run = commands.add_parser("run", help="run a .tsl artifact on .npy inputs")
@@ -363,21 +449,28 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="show a .tsl artifact's manifest, signature, sizes and HLO")
     inspect.add_argument("artifact", metavar="MODEL.tsl")
     inspect.add_argument("--no-hlo", action="store_true", help="leave out the optimized HLO")
+    inspect.add_argument("--asm", action="store_true", help="systolic: print the program as assembly")
     inspect.set_defaults(handler=_cmd_inspect)
 
     sim = commands.add_parser(
-        "sim", help="run a systolic assembly program on the simulated machine; report its cycles",
-        description="Assemble, validate and run PROGRAM.s on the functional simulator and the "
-                    "timing model, then print the timing report. The program's `#!` lines "
-                    "declare its inputs, outputs and configuration (docs/systolic-isa.md).")
-    sim.add_argument("program", metavar="PROGRAM.s")
+        "sim", help="simulate a systolic artifact or assembly program; report its cycles",
+        description="Run a systolic .tsl artifact, or assemble and validate PROGRAM.s, on the "
+                    "functional simulator and the timing model, then print the timing report. "
+                    "An assembly program's `#!` lines declare its inputs, outputs and "
+                    "configuration (docs/systolic-isa.md); an artifact carries them. On an "
+                    "artifact, --config may change only timing fields (clock_hz, "
+                    "host_bytes_per_cycle, host_latency_cycles): the program was compiled for "
+                    "its array, buffers and dtype (docs/aot.md).")
+    sim.add_argument("program", metavar="PROGRAM.s|MODEL.tsl")
     sim.add_argument("--input", action="append", default=[], metavar="A.npy",
-                     help="one per `#! input` line, in their order")
+                     help="one per `#! input` line, or per artifact input, in their order")
     sim.add_argument("--config", nargs="+", action="extend", default=[], metavar="K=V",
-                     help="machine configuration overrides, e.g. rows=256 ub_bytes=32MiB dtype=int8")
+                     help="machine configuration overrides, e.g. rows=256 ub_bytes=32MiB dtype=int8 "
+                          "(artifacts: timing fields only, e.g. clock_hz=1.2GHz)")
     sim.add_argument("--trace", metavar="OUT.json", help="write a Chrome/Perfetto trace of the timeline")
     sim.add_argument("--plot", metavar="OUT.png", help="write a PNG timeline (needs matplotlib)")
-    sim.add_argument("--output", metavar="DIR", help="write each `#! output` region as NAME.npy here")
+    sim.add_argument("--output", metavar="DIR",
+                     help="write each `#! output` region as NAME.npy (artifacts: output0.npy ...) here")
     sim.set_defaults(handler=_cmd_sim)
     return parser
 

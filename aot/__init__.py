@@ -5,6 +5,9 @@
                       target="aarch64-unknown-linux-gnu")   # or cpu="x86-64-v3"
     predict = tessel.aot.load("predict.tsl")               # no frontend, no compiler passes
     predict(x)
+    tessel.aot.export(f, ShapeDtype((8, 784), "float32"), path="predict-sys.tsl",
+                      backend="systolic", config=["rows=32", "cols=32"])  # a simulated machine
+    tessel.aot.load("predict-sys.tsl").report()              # its cycles (timing model)
 
 | module | holds |
 | --- | --- |
@@ -13,6 +16,7 @@
 | `cabi.py` | the C interface: wrapper functions in IR, the header, linking a shared library |
 | `writer.py` | `save` / `export`: code generation for the artifact's target, the members |
 | `loader.py` | `load`: validation, then the object linked in by LLVM, the callable |
+| `systolic.py` | systolic artifacts: members, checks, the callable on the functional simulator |
 | `errors.py` | the ArtifactError tree |
 | `elf.py` | the ELF header's machine field |
 
@@ -20,9 +24,11 @@ docs/aot.md walks through the whole flow, from Python and from C.
 """
 from __future__ import annotations
 
-from .errors import (ArtifactBackendError, ArtifactError, ArtifactFormatError, ArtifactIntegrityError,
-                     ArtifactLimitError, ArtifactTargetError, ArtifactVersionError)
+from .errors import (ArtifactBackendError, ArtifactConfigError, ArtifactError, ArtifactFormatError,
+                     ArtifactIntegrityError, ArtifactLimitError, ArtifactProgramError, ArtifactTargetError,
+                     ArtifactVersionError)
 from .loader import Artifact, load
+from .systolic import SystolicArtifact
 
 
 def save(compiled, path, **target):
@@ -37,6 +43,6 @@ def export(f, *shape_dtypes, path, **options):
     return _export(f, *shape_dtypes, path=path, **options)
 
 
-__all__ = ["Artifact", "ArtifactBackendError", "ArtifactError", "ArtifactFormatError",
-           "ArtifactIntegrityError", "ArtifactLimitError", "ArtifactTargetError", "ArtifactVersionError",
-           "export", "load", "save"]
+__all__ = ["Artifact", "ArtifactBackendError", "ArtifactConfigError", "ArtifactError", "ArtifactFormatError",
+           "ArtifactIntegrityError", "ArtifactLimitError", "ArtifactProgramError", "ArtifactTargetError",
+           "ArtifactVersionError", "SystolicArtifact", "export", "load", "save"]

@@ -6,7 +6,11 @@
     ├── ArtifactIntegrityError     truncated, a member's sha256 or size differs, members missing or extra
     │   └── ArtifactLimitError     uncompressed sizes above the caps (zip bombs)
     ├── ArtifactTargetError        built for another architecture / OS, or CPU features the host lacks
-    └── ArtifactBackendError       a backend this runtime cannot run (systolic: not yet)
+    ├── ArtifactBackendError       a backend this runtime cannot run, or a program it cannot hold
+    └── ArtifactProgramError       systolic: the program fails validation (runtime/systolic/
+        │                          validate.py), does not decode, or its host image layout is bad
+        └── ArtifactConfigError    systolic: the machine configuration is invalid, or an
+                                   override changes a field the program depends on
 
 Wrong argument shapes or dtypes at call time are TypeErrors, as for every Executable.
 """
@@ -38,4 +42,12 @@ class ArtifactTargetError(ArtifactError):
 
 
 class ArtifactBackendError(ArtifactError):
+    pass
+
+
+class ArtifactProgramError(ArtifactError):
+    pass
+
+
+class ArtifactConfigError(ArtifactProgramError):
     pass

@@ -6,6 +6,8 @@ member's size and sha256, the backend, then the target (architecture and OS of t
 triple, the ELF machine of the object, the CPU features the code may use against the
 host's). Then the object is linked into the process by LLVM (llvm_target.LoadedObject)
 and calls go through `NAME_run_with_scratch` (cabi.py) with per-thread scratch.
+A systolic artifact is checked and run by aot/systolic.py after the same container,
+manifest and hash checks.
 
 This module imports neither the frontend nor the compiler's passes (tested): only the
 IR's dtypes/shapes, the runtime's signature checks and the CPU backend's target and
@@ -24,9 +26,10 @@ from ..backends.cpu import llvm_target, runtime_support
 from ..compiler import dtypes
 from ..runtime import pytree
 from ..runtime.executable import Signature, validate_arguments
-from . import archive, elf
+from . import archive, elf, systolic
 from . import manifest as mf
 from .errors import ArtifactBackendError, ArtifactFormatError, ArtifactTargetError
+from .systolic import SystolicArtifact
 
 SCRATCH_ALIGN = 64
 _RUN_TYPE = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)
@@ -34,7 +37,7 @@ _SIZE_TYPE = ctypes.CFUNCTYPE(ctypes.c_int64)
 _OS_NAMES = ("linux", "darwin", "windows", "freebsd")
 
 
-def load(path, *, max_total_bytes: int = archive.MAX_TOTAL_BYTES) -> "Artifact":
+def load(path, *, max_total_bytes: int = archive.MAX_TOTAL_BYTES) -> "Artifact | SystolicArtifact":
     """Validate the artifact at `path` and return it as a callable (see module docstring).
     Raises an ArtifactError subclass naming what mismatched; runs nothing before that."""
     where = os.fspath(path)
@@ -44,12 +47,13 @@ def load(path, *, max_total_bytes: int = archive.MAX_TOTAL_BYTES) -> "Artifact":
         manifest = mf.loads(reader.read(mf.MANIFEST, limit=archive.MAX_MANIFEST_BYTES), where)
         contents = reader.verify(mf.field(manifest, "members", dict, where), exempt=mf.MANIFEST)
     backend = mf.field(manifest, "backend", str, where)
-    if backend == "systolic":
-        raise ArtifactBackendError(f"{where}: systolic artifacts cannot be run yet (the systolic "
-                                   f"backend and machine have not landed)")
-    if backend != "cpu":
-        raise ArtifactBackendError(f"{where}: unknown backend {backend!r}; this runtime runs 'cpu' artifacts")
+    if backend not in mf.BACKENDS:
+        raise ArtifactBackendError(f"{where}: unknown backend {backend!r}; this runtime runs "
+                                   f"{' and '.join(map(repr, mf.BACKENDS))} artifacts")
     signature = mf.signature_from_json(manifest, where)
+    if backend == "systolic":
+        return SystolicArtifact(where, manifest, signature, contents,
+                                systolic.load_program(manifest, contents, signature, where))
     files = mf.field(manifest, "files", dict, where)
     obj = _member(contents, files, "object", where)
     check_target(manifest, obj, where)
@@ -172,9 +176,15 @@ class Artifact:
         return (self.member("header") or b"").decode()
 
     def constants(self) -> dict[str, np.ndarray]:
-        """The program's constants by instruction name (read with allow_pickle=False)."""
+        """The program's constants by instruction name (read with allow_pickle=False).
+        Version 1 artifacts kept copies as .npy; from version 2 the values live only in
+        the object code and the manifest lists their dtype, shape and sha256."""
+        entries = self.manifest.get("constants", [])
+        if any("file" not in e for e in entries if isinstance(e, dict)):
+            raise ValueError(f"{self.path}: the constants are compiled into the object code (format "
+                             f"version 2); the manifest lists their name, dtype, shape and sha256")
         out = {}
-        for entry in self.manifest.get("constants", []):
+        for entry in entries:
             try:
                 out[entry["name"]] = np.load(io.BytesIO(self._contents[entry["file"]]), allow_pickle=False)
             except (KeyError, TypeError, ValueError) as e:

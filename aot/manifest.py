@@ -1,21 +1,30 @@
 """The manifest of a .tsl artifact: what the program is, what it needs, what it holds.
 
-`manifest.json`, format version 1 (every field is checked on load, see `check`):
+`manifest.json`, format version 2 (every field is checked on load, see `check`):
 
     format            "tessel-artifact"
-    format_version    1
+    format_version    2 (version 1 artifacts, which also held the CPU constants as .npy
+                      copies, still load)
     tessel_version    the version that wrote it (informational)
     name              the function's name; symbol_prefix: its C identifier
-    backend           "cpu" (a "systolic" artifact will carry files.program/config)
-    target            {triple, cpu, features, required_features}: what the code was built
-                      for; required_features are the ISA features it may use
-    entry             cpu: {run, run_with_scratch, scratch_size, scratch_bytes}: symbols
+    backend           "cpu" or "systolic"
     signature         {in_tree, inputs: [{path, dtype, shape, weak}], out_tree,
                        outputs: [{dtype, shape}]}; trees as {"kind", "children", "keys"}
     statics           [[name or position, repr]]: static arguments baked into the program
-    files             role -> member: object, runtime_object, header, hlo (+ shared_library)
-    constants         [{name, file, dtype, shape}]: the program's constants as .npy
+    files             role -> member
     members           member -> {sha256, size}: every member but the manifest itself
+
+cpu:
+    target            {triple, cpu, features, required_features}: what the code was built
+                      for; required_features are the ISA features it may use
+    entry             {run, run_with_scratch, scratch_size, scratch_bytes}: symbols
+    files             object, runtime_object, header, hlo (+ shared_library)
+    constants         [{name, dtype, shape, sha256}]: the constants compiled into the object
+
+systolic (aot/systolic.py):
+    program           {config: SystolicConfig fields, host_bytes, instructions (count),
+                       inputs, outputs, constants: [{name, fmt, shape, address} (+ file)]}
+    files             program (binary), assembly (text), hlo
 
 Trees and avals are plain JSON (no pickle anywhere): dict keys may be strings,
 integers, floats, booleans or null, which JSON arrays keep apart.
@@ -32,7 +41,8 @@ from ..runtime.executable import ArgSpec, Signature
 from .errors import ArtifactFormatError, ArtifactVersionError
 
 FORMAT = "tessel-artifact"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 BACKENDS = ("cpu", "systolic")
 _TREE_KINDS = ("leaf", "none", "tuple", "list", "dict")
@@ -82,10 +92,10 @@ def loads(data: bytes, where: str) -> dict:
         raise ArtifactFormatError(f"{where}: {MANIFEST} does not describe a tessel artifact "
                                   f"(expected format {FORMAT!r})")
     version = manifest.get("format_version")
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS or isinstance(version, bool):
         raise ArtifactVersionError(f"{where}: artifact format version {version!r} (written by tessel "
                                    f"{manifest.get('tessel_version', '?')}); this tessel reads "
-                                   f"version {FORMAT_VERSION}")
+                                   f"versions {', '.join(map(str, READABLE_VERSIONS))}")
     return manifest
 
 

@@ -147,7 +147,11 @@ def test_compile_for_another_target_and_inspect_it(user_file, tmp_path):
     (("dump", "{file}:nothing", "--arg", "f32[4,3]"), "has no function 'nothing'"),
     (("dump", "missing.py:predict"), "missing.py: no such file"),
     (("compile", "{file}:predict", "--arg", "f32[4,3]", "-o", "{tmp}/x.tsl"), "compiling"),
-    (("compile", "{file}:predict", *ARGS, "-o", "{tmp}/x.tsl", "--backend", "systolic"), "not supported yet"),
+    (("compile", "{file}:predict", *ARGS, "-o", "{tmp}/x.tsl", "--backend", "systolic", "--cpu", "x86-64"),
+     "not a CPU: target=, cpu= and features= do not apply"),
+    (("compile", "{file}:predict", *ARGS, "-o", "{tmp}/x.tsl", "--backend", "systolic", "--config", "rows=0"),
+     "--config: SystolicConfig.rows = 0 is not allowed"),
+    (("compile", "{file}:predict", *ARGS, "-o", "{tmp}/x.tsl", "--backend", "gpu"), "given backend 'gpu'"),
     (("run", "{tmp}/not-an-artifact.tsl"), "ArtifactFormatError"),
     (("inspect", "{tmp}/not-an-artifact.tsl"), "not a tessel artifact"),
 ])

@@ -30,12 +30,11 @@ import numpy as np
 from ...compiler.ir import Module
 from ...runtime.backends import Backend
 from ...runtime.systolic.config import SystolicConfig
-from ...runtime.systolic.validate import validate
+from ...runtime.systolic.validate import RACES_ENV, validate
 from .codegen import compile_program
 from .program import SystolicProgram
 
 CONFIG_ENV = "TESSEL_SYSTOLIC_CONFIG"
-RACES_ENV = "TESSEL_SYSTOLIC_CHECK_RACES"
 
 
 _override: list[SystolicConfig] = []

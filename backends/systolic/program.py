@@ -18,7 +18,7 @@ import numpy as np
 
 from ...runtime.systolic import asm, isa
 from ...runtime.systolic.config import SystolicConfig
-from .memory import HostImage, encode
+from .memory import HostImage
 
 
 @dataclass
@@ -85,15 +85,7 @@ class SystolicProgram:
 
     def memory_with(self, arrays) -> np.ndarray:
         """The initial host image with the arguments written in."""
-        memory = self.image.initial()
-        for address, fmt, array in zip(self.image.arguments, self.image.argument_formats, arrays):
-            data = encode(array, fmt, self.config.bf16_rounding).reshape(-1)
-            memory[address:address + data.nbytes] = data.view(np.uint8)
-        return memory
+        return self.image.with_arguments(arrays, self.config.bf16_rounding)
 
     def outputs_from(self, memory: np.ndarray) -> list[np.ndarray]:
-        results = []
-        for address, dims in zip(self.image.outputs, self.output_shapes):
-            count = int(np.prod(dims)) if dims else 1
-            results.append(memory[address:address + 4 * count].view(np.float32).reshape(dims).copy())
-        return results
+        return self.image.outputs_from(memory, self.output_shapes)

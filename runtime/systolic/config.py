@@ -39,6 +39,12 @@ ROUNDINGS = ("nearest_even", "truncate")
 # compatibility timing model, which costs the same GEMM under the other dataflows.
 DATAFLOWS = ("ws", "os", "is")
 
+# Fields only the timing model reads: a compiled program's tiles, addresses and numerics
+# stay valid when they change, so a loaded artifact may be timed under other values
+# (`tessel sim model.tsl --config clock_hz=1.2GHz`). Every other field shapes the program
+# (array and buffer sizes, FIFO depth, host memory) or its numbers (dtype, rounding).
+TIMING_FIELDS = ("clock_hz", "host_bytes_per_cycle", "host_latency_cycles")
+
 WORD_BYTES = 4           # one UB or accumulator lane holds one 32-bit word (f32 or int32)
 MAX_ARRAY_DIM = 2048     # the ISA's lane-count fields are 12 bits
 UB_ROW_ADDRESS_BITS = 20     # keep in step with isa.py's `ub`/`acc` fields

@@ -47,6 +47,9 @@ class Problem:
         return f"instruction {self.index} `{self.text}`: {self.message}"
 
 
+# The race check is costly on long programs: compiles and artifact loads run it when this is "1".
+RACES_ENV = "TESSEL_SYSTOLIC_CHECK_RACES"
+
 class ValidationError(ValueError):
     def __init__(self, problems: list[Problem]):
         self.problems = problems

@@ -4,6 +4,7 @@ every output must equal the JIT's bit for bit (same code generator, same target)
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import json
 import os
 import subprocess
@@ -134,8 +135,31 @@ def test_export_traces_for_shape_dtypes_with_statics_and_aliases(tmp_path):
     np.testing.assert_allclose(out["y"], np.tanh(x * np.float32(0.5)) * 3, rtol=2e-6, atol=1e-6)
     np.testing.assert_array_equal(out["x"], x)
     np.testing.assert_array_equal(out["k"], np.arange(3.0))
-    assert [c["dtype"] for c in artifact.manifest["constants"]] and all(
-        isinstance(v, np.ndarray) for v in artifact.constants().values())
+    assert sorted(c["dtype"] for c in artifact.manifest["constants"]) == ["f32", "f64"]
+
+
+def test_constants_are_stored_once_in_the_object(tmp_path):
+    """The constant's bytes are in the object code (what runs and what C links), and the
+    manifest lists its sha256 instead of a second .npy copy."""
+    w = np.random.default_rng(1).standard_normal((64, 96)).astype(np.float32)
+
+    def f(x):
+        return x @ w
+
+    path = tessel.aot.export(f, tessel.ShapeDtype((4, 64), "float32"), path=str(tmp_path / "w.tsl"))
+    with zipfile.ZipFile(path) as z:
+        names = z.namelist()
+        manifest = json.loads(z.read("manifest.json"))
+        obj = z.read(manifest["files"]["object"])
+    assert not [n for n in names if n.startswith("constants/")]
+    assert w.tobytes() in obj and obj.count(w.tobytes()) == 1
+    [entry] = [c for c in manifest["constants"] if c["shape"] == [64, 96]]
+    assert entry["sha256"] == hashlib.sha256(w.tobytes()).hexdigest() and entry["dtype"] == "f32"
+    artifact = tessel.aot.load(path)
+    x = np.ones((4, 64), np.float32)
+    np.testing.assert_array_equal(artifact(x), tessel.jit(f)(x))
+    with pytest.raises(ValueError, match="compiled into the object code"):
+        artifact.constants()
 
 
 def test_bf16_arguments_and_results(tmp_path):

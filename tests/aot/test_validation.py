@@ -98,7 +98,7 @@ def test_missing_and_unlisted_members(artifact, tmp_path, nothing_loads):
 
 def test_wrong_format_version(artifact, tmp_path, nothing_loads):
     path = rewrite(artifact, tmp_path / "v.tsl", manifest_change=lambda m: m.update(format_version=99))
-    with pytest.raises(aot.ArtifactVersionError, match="format version 99.*reads version 1"):
+    with pytest.raises(aot.ArtifactVersionError, match="format version 99.*reads versions 1, 2"):
         aot.load(path)
     path = rewrite(artifact, tmp_path / "j.tsl", change=lambda m: m.update({"manifest.json": b"{not json"}))
     with pytest.raises(aot.ArtifactFormatError, match="not valid JSON"):
@@ -168,17 +168,31 @@ def test_zip_bomb_lying_about_its_size(artifact, tmp_path, nothing_loads):
         aot.load(path)
 
 
-def test_systolic_artifacts_are_not_supported_yet(artifact, tmp_path, nothing_loads):
-    with pytest.raises(aot.ArtifactBackendError, match="systolic.*not supported yet"):
-        aot.export(small, np.ones((3, 4), np.float32), np.ones((4, 2), np.float32),
-                   path=str(tmp_path / "s.tsl"), backend="systolic")
-    path = rewrite(artifact, tmp_path / "sys.tsl", manifest_change=lambda m: m.update(backend="systolic"))
-    with pytest.raises(aot.ArtifactBackendError, match="systolic artifacts cannot be run yet"):
+def test_unknown_backends_are_refused(artifact, tmp_path, nothing_loads):
+    path = rewrite(artifact, tmp_path / "gpu.tsl", manifest_change=lambda m: m.update(backend="gpu"))
+    with pytest.raises(aot.ArtifactBackendError, match="unknown backend 'gpu'"):
         aot.load(path)
     with pytest.raises(aot.ArtifactBackendError, match="'interpreter'"):
         aot.save(tessel.jit(small, backend="interpreter").lower(np.ones((3, 4), np.float32),
                                                                 np.ones((4, 2), np.float32)).compile(),
                  str(tmp_path / "i.tsl"))
+    with pytest.raises(aot.ArtifactBackendError, match="given backend 'interpreter'"):
+        aot.export(small, np.ones((3, 4), np.float32), np.ones((4, 2), np.float32),
+                   path=str(tmp_path / "j.tsl"), backend="interpreter")
+
+
+def test_version_1_artifacts_still_load(artifact, tmp_path):
+    """Version 1 differed only in keeping .npy copies of the CPU constants (now listed with
+    a sha256 instead): such an artifact still loads and runs."""
+    def as_v1(members):
+        manifest = json.loads(members["manifest.json"])
+        manifest["format_version"] = 1
+        members["constants/c.npy"] = b"\x93NUMPY"               # what v1 kept: listed and hashed
+        manifest["members"]["constants/c.npy"] = {"sha256": archive.sha256(b"\x93NUMPY"), "size": 6}
+        members["manifest.json"] = json.dumps(manifest).encode()
+    path = rewrite(artifact, tmp_path / "v1.tsl", change=as_v1)
+    x, y = np.ones((3, 4), np.float32), np.full((4, 2), 0.5, np.float32)
+    np.testing.assert_allclose(aot.load(path)(x, y), np.exp(x) @ y + 1, rtol=1e-6)
 
 
 def test_every_refusal_is_an_artifact_error():
