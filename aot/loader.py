@@ -24,9 +24,9 @@ import numpy as np
 
 from ..backends.cpu import llvm_target, runtime_support
 from ..compiler import dtypes
-from ..runtime import pytree
-from ..runtime.executable import Signature, validate_arguments
+from ..runtime.executable import Signature
 from . import archive, elf, systolic
+from .base import LoadedArtifact
 from . import manifest as mf
 from .errors import ArtifactBackendError, ArtifactFormatError, ArtifactTargetError
 from .systolic import SystolicArtifact
@@ -102,15 +102,11 @@ def _os(triple: str) -> str | None:
 
 # ----------------------------------------------------------------------------- the callable
 
-class Artifact:
-    """A loaded artifact: call it like the exported function (static arguments are baked
-    in, so pass only the dynamic ones). Inputs are checked as for every Executable."""
+class Artifact(LoadedArtifact):
+    """A loaded CPU artifact: its object code linked into this process."""
 
     def __init__(self, path: str, manifest: dict, signature: Signature, contents: dict, obj: bytes):
-        self.path, self.manifest, self.signature = path, manifest, signature
-        self.name = manifest.get("name", "artifact")
-        self.backend = manifest["backend"]
-        self._contents = contents
+        super().__init__(path, manifest, signature, contents)
         entry = mf.field(manifest, "entry", dict, path)
         self.scratch_bytes = mf.field(manifest, "entry.scratch_bytes", int, path)
         runtime_support.parallel_for_address()        # the pool, and its symbol for the linker
@@ -128,14 +124,6 @@ class Artifact:
                          for a in signature.out_avals_flat]
         self._bf16_out = [k for k, a in enumerate(signature.out_avals_flat) if a.dtype is dtypes.bf16]
         self._threads = threading.local()
-
-    in_avals = property(lambda self: self.signature.in_avals)
-    out_avals = property(lambda self: self.signature.out_avals)
-
-    def __call__(self, *args, **kwargs):
-        leaves, treedef = pytree.flatten(tuple(args) + (kwargs,))
-        arrays = validate_arguments(self.signature, self.name, leaves, treedef)
-        return pytree.unflatten(self.signature.out_tree, self.call_flat(arrays))
 
     def call_flat(self, arrays) -> list[np.ndarray]:
         """Run on canonical flat arrays (as `validate_arguments` returns them)."""
@@ -161,15 +149,6 @@ class Artifact:
         return address
 
     # ------------------------------------------------------------ inspection
-
-    def member(self, role: str) -> bytes | None:
-        """The bytes of a file by role (object, runtime_object, header, hlo, shared_library)."""
-        name = self.manifest["files"].get(role)
-        return self._contents.get(name) if name else None
-
-    def as_text(self) -> str:
-        """The optimized HLO the code was generated from."""
-        return (self.member("hlo") or b"").decode()
 
     @property
     def header(self) -> str:

@@ -31,12 +31,13 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from ..runtime import pytree
-from ..runtime.executable import Signature, validate_arguments
+from ..runtime.executable import Signature
 from ..runtime.systolic import asm, functional, isa
 from ..runtime.systolic.config import TIMING_FIELDS, ConfigError, SystolicConfig
 from ..runtime.systolic.image import ELEMENT_BYTES, STORAGE, HostImage
 from ..runtime.systolic.validate import RACES_ENV, ValidationError, validate
 from . import manifest as mf
+from .base import LoadedArtifact
 from .errors import (ArtifactBackendError, ArtifactConfigError, ArtifactFormatError, ArtifactIntegrityError,
                      ArtifactProgramError)
 
@@ -221,27 +222,15 @@ def timing_config(config: SystolicConfig, overrides: Iterable[str] | Mapping | N
 
 # ----------------------------------------------------------------------------- the callable
 
-class SystolicArtifact:
-    """A loaded systolic artifact: call it like the exported function (static arguments
-    baked in); runs on the functional simulator. `report()` is the timing model's account."""
-
-    backend = "systolic"
+class SystolicArtifact(LoadedArtifact):
+    """A loaded systolic artifact: runs on the functional simulator; `report()` is the
+    timing model's account."""
 
     def __init__(self, path: str, manifest: dict, signature: Signature, contents: dict, program: LoadedProgram):
-        self.path, self.manifest, self.signature = path, manifest, signature
-        self.name = manifest.get("name", "artifact")
+        super().__init__(path, manifest, signature, contents)
         self.program = program
         self.config = program.config
-        self._contents = contents
         self._reports: dict = {}
-
-    in_avals = property(lambda self: self.signature.in_avals)
-    out_avals = property(lambda self: self.signature.out_avals)
-
-    def __call__(self, *args, **kwargs):
-        leaves, treedef = pytree.flatten(tuple(args) + (kwargs,))
-        arrays = validate_arguments(self.signature, self.name, leaves, treedef)
-        return pytree.unflatten(self.signature.out_tree, self.call_flat(arrays))
 
     def call_flat(self, arrays) -> list[np.ndarray]:
         """Run on canonical flat arrays (as `validate_arguments` returns them)."""
@@ -259,17 +248,9 @@ class SystolicArtifact:
             self._reports[config] = timing.simulate_timing(self.program.instructions, config)
         return self._reports[config]
 
-    def member(self, role: str) -> bytes | None:
-        """The bytes of a file by role (program, assembly, hlo)."""
-        name = self.manifest["files"].get(role)
-        return self._contents.get(name) if name else None
-
     def program_text(self) -> str:
+        """The program as assembly (the member checked on load to be the binary's)."""
         return (self.member("assembly") or b"").decode()
-
-    def as_text(self) -> str:
-        """The optimized HLO the program was compiled from."""
-        return (self.member("hlo") or b"").decode()
 
     def constants(self) -> dict[str, np.ndarray]:
         """The host image's constants by name, as stored (bf16 as uint16 bit patterns)."""

@@ -7,6 +7,7 @@ safe to use from several threads: each signature is traced and compiled exactly 
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import re
@@ -303,6 +304,9 @@ class Jitted:
         # the compiled program directly (see `_fast_call`); filled from `_cache`.
         self._fast: dict[tuple, Callable] = {}
         self._fast_ok = not self.binder.static_positions and not self.binder.static_names
+        # What the backend's programs depend on besides the traced module (the systolic
+        # machine config): read at each call, part of both cache keys (runtime/backends.py).
+        self._context = backends.CONTEXT.get(self.backend)
         self._in_flight: dict[Any, threading.Event] = {}
         self._lock = threading.Lock()
         self.trace_count = 0
@@ -327,8 +331,9 @@ class Jitted:
 
     # -- calling
     def __call__(self, *args, **kwargs):
+        context = self._context() if self._context is not None else None
         if self._fast_ok and not kwargs:
-            fast = self._fast.get(_array_key(args))
+            fast = self._fast.get(_fast_key(args, context))
             if fast is not None and core.current_context() is None:
                 return fast(args)
         if core.current_context() is not None:
@@ -343,18 +348,18 @@ class Jitted:
             except TypeError:
                 paths = paths or leaf_paths(binding, treedef)
                 avals.append(leaf_aval(leaf, paths[i]))
-        key = (treedef, tuple(avals), binding.statics)
+        key = (treedef, tuple(avals), binding.statics, context)
         compiled = self._get_or_compile(key, binding, leaves, treedef)
         if self._fast_ok and not kwargs:
-            self._remember_fast(args, compiled.executable)
+            self._remember_fast(args, context, compiled.executable)
         return compiled.executable.call_leaves(leaves, treedef)
 
-    def _remember_fast(self, args: tuple, executable: Executable) -> None:
+    def _remember_fast(self, args: tuple, context, executable: Executable) -> None:
         """Index `executable` by the arrays' (dtype, shape) when every argument is a plain
         ndarray that validation would pass through unchanged (the exact storage dtype,
         no bf16 rounding, no weak type): such calls skip binding, flattening and the
         signature walk. The backend still checks every array before native code runs."""
-        key = _array_key(args)
+        key = _fast_key(args, context)
         specs = executable.signature.in_specs
         if key is None or key in self._fast or len(specs) != len(args):
             return
@@ -418,8 +423,8 @@ def miss_reason(key, previous: list, paths: list[str]) -> str:
     since the most recent signature compiled."""
     if not previous:
         return "first call"
-    last_tree, last_avals, last_statics = previous[-1]
-    tree, avals, statics = key
+    last_tree, last_avals, last_statics, last_context = previous[-1]
+    tree, avals, statics, context = key
     if tree != last_tree:
         return "argument structure changed: " + "; ".join(pytree.structure_diff(last_tree, tree, "args"))
     changes = [f"argument {path}: {_aval_text(old)} -> {_aval_text(new)}"
@@ -428,7 +433,18 @@ def miss_reason(key, previous: list, paths: list[str]) -> str:
     changes += [f"static argument {name}: {old_statics.get(name)!r} -> {new_statics.get(name)!r}"
                 for name in sorted(set(old_statics) | set(new_statics), key=str)
                 if old_statics.get(name) != new_statics.get(name)]
+    if context != last_context:
+        changes.append(_context_change(last_context, context))
     return "; ".join(changes) or "a signature not seen before"
+
+
+def _context_change(old, new) -> str:
+    """'backend configuration: rows 128 -> 32' for two configs (dataclasses), else both."""
+    if dataclasses.is_dataclass(old) and type(old) is type(new):
+        fields = [f.name for f in dataclasses.fields(old) if getattr(old, f.name) != getattr(new, f.name)]
+        return "backend configuration: " + ", ".join(
+            f"{name} {getattr(old, name)!r} -> {getattr(new, name)!r}" for name in fields)
+    return f"backend configuration: {old!r} -> {new!r}"
 
 
 def _aval_text(aval) -> str:
@@ -438,6 +454,12 @@ def _aval_text(aval) -> str:
             return f"Python {kind}"
         return f"{dtypes.from_numpy(np.dtype(kind)).name}{list(shape)}"
     return str(aval)
+
+
+def _fast_key(args: tuple, context) -> tuple | None:
+    """The fast path's key: the arrays' (dtype, shape), with the backend context if any."""
+    key = _array_key(args)
+    return key if context is None or key is None else (context, key)
 
 
 def _array_key(args: tuple) -> tuple | None:

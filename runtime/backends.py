@@ -40,6 +40,16 @@ def _systolic() -> Backend:
     return backend()
 
 
+def _systolic_config():
+    from ..backends.systolic.executable import default_config
+    return default_config()
+
+
+# name -> what a backend's compiled programs depend on besides the module (a hashable
+# value read at each call): part of every jit cache key, so programs compiled under
+# two systolic configs (TESSEL_SYSTOLIC_CONFIG, using_config) are never shared.
+CONTEXT: dict[str, Callable[[], object]] = {"systolic": _systolic_config}
+
 # name -> factory; factories import their backend only when first asked for.
 _FACTORIES: dict[str, Callable[[], Backend]] = {"interpreter": _interpreter, "cpu": _cpu,
                                                 "systolic": _systolic}

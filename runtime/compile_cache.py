@@ -52,6 +52,24 @@ def source_fingerprint(*packages: str) -> str:
     return digest.hexdigest()
 
 
+def module_text(module) -> str:
+    """The module as compiled code depends on it: the HLO text without source locations
+    (a function traced from another line compiles to the same code), with the full
+    digest of every constant (the printer elides large ones)."""
+    from ..compiler import printer
+    lines = []
+    for comp in printer.computation_order(module):
+        lines.append(f"{'ENTRY ' if comp is module.entry else ''}{comp.name}")
+        for instr in comp.instructions:
+            text = printer.print_instruction(instr, instr is comp.root)
+            if instr.locs:
+                text = text[:text.rindex("  # ")].rstrip()
+            lines.append(text)
+            if instr.opcode == "constant":
+                lines.append(f"  digest {instr.attrs['value'].digest}")
+    return "\n".join(lines)
+
+
 def make_key(**parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

@@ -20,7 +20,7 @@ import re
 import numpy as np
 
 from ... import __version__
-from ...compiler import dtypes, printer
+from ...compiler import dtypes
 from ...compiler.buffer_assignment import CONSTANT, Slice
 from ...compiler.ir import Shape
 from ...runtime import compile_cache
@@ -35,21 +35,7 @@ _ADDRESS = re.compile(r"inttoptr \(i64 \d{6,} to ptr\)")      # an absolute addr
 _fingerprint: str | None = None
 
 
-def module_text(module) -> str:
-    """The module as its code depends on it: the HLO text without source locations (a
-    function traced from another line compiles to the same code), with the full
-    digest of every constant (the printer elides large ones)."""
-    lines = []
-    for comp in printer.computation_order(module):
-        lines.append(f"{'ENTRY ' if comp is module.entry else ''}{comp.name}")
-        for instr in comp.instructions:
-            text = printer.print_instruction(instr, instr is comp.root)
-            if instr.locs:
-                text = text[:text.rindex("  # ")].rstrip()
-            lines.append(text)
-            if instr.opcode == "constant":
-                lines.append(f"  digest {instr.attrs['value'].digest}")
-    return "\n".join(lines)
+module_text = compile_cache.module_text      # shared with the systolic backend's cache
 
 
 def key(module_text: str, target: TargetInfo, threads: int, layout) -> str:

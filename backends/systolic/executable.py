@@ -15,7 +15,8 @@ overridden by TESSEL_SYSTOLIC_CONFIG="rows=256,cols=256,..." (SystolicConfig fie
 overrides, as the CLI takes them) or, in-process, by `with using_config(config): ...`
 around tracing/compiling (the pipeline reads it too).
 
-Before it runs, every program is checked by runtime/systolic/validate.py (operands,
+Compiled programs go through the persistent compile cache (program_cache.py; keyed by
+the module and the whole config). Before it runs, every program is checked by runtime/systolic/validate.py (operands,
 addresses, weight FIFO, tokens). The race check -- that the dependency tokens order
 every pair of conflicting accesses -- is costly on long programs: it runs when
 TESSEL_SYSTOLIC_CHECK_RACES=1 and in the backend's tests.
@@ -28,9 +29,12 @@ import os
 import numpy as np
 
 from ...compiler.ir import Module
+from ...runtime import compile_cache, compile_log
 from ...runtime.backends import Backend
+from ...runtime.compile_cache import DiskCache
 from ...runtime.systolic.config import SystolicConfig
 from ...runtime.systolic.validate import RACES_ENV, validate
+from . import program_cache
 from .codegen import compile_program
 from .program import SystolicProgram
 
@@ -63,10 +67,11 @@ def default_config() -> SystolicConfig:
 class SystolicExecutable:
     """One module compiled for one machine configuration."""
 
-    def __init__(self, module: Module, config: SystolicConfig | None = None, check_races: bool | None = None):
+    def __init__(self, module: Module, config: SystolicConfig | None = None, check_races: bool | None = None,
+                 cache: DiskCache | None = None):
         self.module = module
         self.config = config or default_config()
-        self.program: SystolicProgram = compile_program(module, self.config)
+        self.program: SystolicProgram = _compile(module, self.config, cache)
         if check_races is None:
             check_races = os.environ.get(RACES_ENV, "") == "1"
         validate(self.program.instructions, self.config, host_bytes=self.program.host_bytes,
@@ -107,9 +112,25 @@ def compile_module(module: Module, config: SystolicConfig | None = None) -> Syst
     return SystolicExecutable(module, config)
 
 
+def _compile(module: Module, config: SystolicConfig, cache: DiskCache | None) -> SystolicProgram:
+    """The program for `module` on `config`: from the persistent compile cache when it
+    holds it (program_cache.py), else compiled (and stored there)."""
+    if cache is None:
+        return compile_program(module, config)
+    entry_key = program_cache.key(module, config)
+    program = program_cache.load(cache, entry_key)
+    compile_log.log(f"{module.name}: disk cache {'hit' if program else 'miss'} {entry_key[:12]} in {cache.root}")
+    if program is None:
+        program = compile_program(module, config)
+        program_cache.store(cache, entry_key, program)
+        compile_log.log(f"{module.name}: stored in the disk cache")
+    return program
+
+
 def compile(module: Module):
-    """The backend's compile: module -> run(list of arrays) -> list of arrays."""
-    return SystolicExecutable(module).run
+    """The backend's compile: module -> run(list of arrays) -> list of arrays (through the
+    persistent compile cache unless it is disabled, runtime/compile_cache.py)."""
+    return SystolicExecutable(module, cache=compile_cache.default()).run
 
 
 def backend() -> Backend:

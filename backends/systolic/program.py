@@ -56,7 +56,8 @@ class SystolicProgram:
                 "argument_shapes": [list(s) for s in self.argument_shapes],
                 "output_shapes": [list(s) for s in self.output_shapes],
                 "constants": [[a, int(v.size)] for a, v in self.image.constants],
-                "instructions": len(self.instructions)}
+                "instructions": len(self.instructions), "ub_peak_rows": self.ub_peak_rows,
+                "origins": list(self.origins)}
 
     def constant_arrays(self) -> list[np.ndarray]:
         """The constants of the host image, encoded (f32, or bf16 bits as uint16)."""
@@ -79,7 +80,9 @@ class SystolicProgram:
             image.constants.append((address, array))
         return cls(config, isa.decode_program(binary), image, name=manifest["name"],
                    argument_shapes=[tuple(s) for s in manifest["argument_shapes"]],
-                   output_shapes=[tuple(s) for s in manifest["output_shapes"]])
+                   output_shapes=[tuple(s) for s in manifest["output_shapes"]],
+                   ub_peak_rows=int(manifest.get("ub_peak_rows", 0)),
+                   origins=[str(o) for o in manifest.get("origins", [])])
 
     # ------------------------------------------------------------ host memory
 
