@@ -29,8 +29,9 @@ from typing import Callable
 import numpy as np
 
 from ..compiler import ops
+from ..compiler.device_runs import device_runs, through_transfer
 from ..compiler.extract import extract
-from ..compiler.ir import Attrs, Computation, Instruction, Module
+from ..compiler.ir import Attrs, Instruction, Module
 from ..compiler.passes.placement import device_of
 from . import backends
 from .executable import Executable
@@ -71,48 +72,9 @@ class Transfer:
 
 # ----------------------------------------------------------------------------- cutting
 
-def device_order(comp: Computation) -> list[Instruction]:
-    """The placed instructions in a dependency order that stays on one device as long as
-    possible (the instructions' own order breaks ties)."""
-    placed = [i for i in comp.instructions if device_of(i) is not None and i.opcode not in ("send", "recv")]
-    position = {instr: k for k, instr in enumerate(placed)}
-    waiting = {i: {_through_transfer(o) for o in i.operands} & set(position) for i in placed}
-    users: dict[Instruction, list[Instruction]] = {i: [] for i in placed}
-    for instr, needs in waiting.items():
-        for n in needs:
-            users[n].append(instr)
-    ready = sorted((i for i in placed if not waiting[i]), key=position.get)
-    order: list[Instruction] = []
-    current = device_of(ready[0]) if ready else None
-    while ready:
-        same = [i for i in ready if device_of(i) == current]
-        instr = same[0] if same else ready[0]
-        current = device_of(instr)
-        ready.remove(instr)
-        order.append(instr)
-        for user in users[instr]:
-            waiting[user].discard(instr)
-            if not waiting[user]:
-                ready.append(user)
-        ready.sort(key=position.get)
-    return order
-
-
-def _through_transfer(value: Instruction) -> Instruction:
-    """What a recv delivers: the value its send sent."""
-    if value.opcode == "recv" and value.operands:
-        return value.operands[0].operands[0]
-    return value
-
-
 def cut(module: Module) -> list[Part]:
     entry = module.entry
-    runs: list[list[Instruction]] = []
-    for instr in device_order(entry):
-        if runs and device_of(runs[-1][-1]) == device_of(instr):
-            runs[-1].append(instr)
-        else:
-            runs.append([instr])
+    runs = device_runs(entry.instructions, device_of)
     read_later = _reads_after(runs, entry.root)
     parts = []
     for k, run in enumerate(runs):
@@ -123,12 +85,12 @@ def cut(module: Module) -> list[Part]:
 
 
 def _reads_after(runs, root: Instruction) -> list[set[Instruction]]:
-    later: set[Instruction] = {_through_transfer(o) for o in root.operands}
+    later: set[Instruction] = {through_transfer(o) for o in root.operands}
     result = []
     for run in reversed(runs):
         result.append(set(later))
         for instr in run:
-            later.update(_through_transfer(o) for o in instr.operands)
+            later.update(through_transfer(o) for o in instr.operands)
     return result[::-1]
 
 
@@ -186,7 +148,7 @@ class PlacedProgram:
             inputs = []
             for value in part.inputs:
                 if value not in env:          # a recv: move the sent value to this device
-                    env[value] = np.array(env[_through_transfer(value)], copy=True)
+                    env[value] = np.array(env[through_transfer(value)], copy=True)
                     moved += value.shape.nbytes
                 inputs.append(env[value])
             env.update(zip(part.outputs, part.run(inputs)))
@@ -292,7 +254,7 @@ class PlacedReport:
     __str__ = text
 
 
-__all__ = ["HOST_LINK", "Part", "PlacedProgram", "PlacedReport", "Transfer", "cut", "device_order",
+__all__ = ["HOST_LINK", "Part", "PlacedExecutable", "PlacedProgram", "PlacedReport", "Transfer", "cut",
            "transfer_seconds"]
 
 

@@ -412,7 +412,11 @@ def lower_reduce(lw, instr: Instruction) -> None:
         return
     leading = [d for d in dims if d != rank - 1]
     if rank - 1 in dims:
-        target = out if not leading else _scratch(lw, x.shape.dims[:-1])
+        # when the row reduction below also reduces the lane result's own last dim (a
+        # reduce over every dim of a matrix), that result keeps a unit last dim: rows of
+        # one lane, since the rows kernel keeps the last dim it is given
+        unit = (1,) if rank - 2 in leading else ()
+        target = out if not leading else _scratch(lw, tuple(x.shape.dims[:-1]) + unit)
         _reduce_lanes(lw, kind, tree_of(lw, x, computed=False), target, init if not leading else None)
         if not leading:
             return

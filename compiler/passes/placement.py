@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .. import ops
+from ..device_runs import device_runs
 from ..ir import Instruction, Module
 
 MODES = (None, "soft", "auto")
@@ -107,6 +108,8 @@ class Placement:
             choice = self.cost_model.choose(module, targets, choice, explicit, self)
         self.follow_tuples(targets, choice)
         self.fix_boundaries(module, targets, choice, explicit)
+        while self.fix_run_boundaries(module, targets, choice, explicit):
+            self.fix_boundaries(module, targets, choice, explicit)
         for instr, device in choice.items():
             placed(instr, device)
         for instr in entry.instructions:        # unplaced values carry no stale scope
@@ -163,6 +166,30 @@ class Placement:
                 choice[instr] = FALLBACK_DEVICE
                 self.follow_tuples(targets, choice)
                 changed = True
+
+    def fix_run_boundaries(self, module: Module, targets: list[Instruction], choice: dict,
+                           explicit: set) -> bool:
+        """A value read by a later run of its own device (another device's run between
+        them) leaves its device's program and enters the next one: the same boundary.
+        Moves such values to the CPU; True if any moved."""
+        run_of = {i: k for k, run in enumerate(device_runs(module.entry.instructions, choice.get))
+                  for i in run}
+        users = module.entry.users()
+        moved = False
+        for instr in targets:
+            device = choice[instr]
+            if not any(choice.get(u) == device and run_of[u] != run_of[instr] for u in users.get(instr, ())):
+                continue
+            problem = self.rules(device).boundary(instr)
+            if problem is None:
+                continue
+            if self.mode is None or (self.mode == "auto" and instr in explicit):
+                raise self.error(instr, device, f"its value is read by a later {device} program (ops on "
+                                                f"another device run in between): {problem}", instr in explicit)
+            choice[instr] = FALLBACK_DEVICE
+            self.follow_tuples(targets, choice)
+            moved = True
+        return moved
 
     def crossing_problem(self, instr: Instruction, device: str, choice: dict, users: dict,
                          root_values: set) -> str | None:

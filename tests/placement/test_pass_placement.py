@@ -88,6 +88,28 @@ def test_a_pred_value_never_crosses_into_or_out_of_the_machine():
     assert "send" not in text
 
 
+PRED_ACROSS_RUNS = hlo("""
+  x = f32[4] parameter(0)
+  y = f32[4] parameter(1)
+  c = pred[4] compare(x, y), direction=LT
+  s1 = f32[4] select(c, x, y)
+  e = f32[4] exp(s1), device="cpu"
+  s2 = f32[4] select(c, e, y)
+  ROOT t = (f32[4]) tuple(s2)""")
+
+
+def test_a_pred_value_never_passes_between_two_programs_of_the_machine():
+    # c would be made in the machine's first program and read by its second, after the
+    # CPU's exp: a program result, which must be f32
+    text, module = placed(PRED_ACROSS_RUNS, "soft", "systolic")
+    assert device(text, "c") == "cpu"
+    for part in cut(module):
+        if part.device == "systolic":
+            assert all(v.shape.dtype.name == "f32" for v in part.inputs + part.outputs)
+    with pytest.raises(PlacementError, match=r"compare \(c, .*read by a later systolic program"):
+        placed(PRED_ACROSS_RUNS, None, "systolic")
+
+
 def test_one_transfer_per_value_and_destination():
     text, module = placed(hlo("""
   x = f32[4] parameter(0)

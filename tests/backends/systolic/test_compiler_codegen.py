@@ -46,12 +46,20 @@ def test_broadcasts_rows_columns_and_scalars_are_read_through_views():
     assert exe.program.counts().get("VEC_RED", 0) >= 1        # the column broadcast spreads lane 0
 
 
-@pytest.mark.parametrize("axis", [-1, 0, 1, (0, 2)])
+@pytest.mark.parametrize("axis", [-1, 0, 1, (0, 2), (1, 2), None])
 @pytest.mark.parametrize("kind", ["sum", "max", "min"])
 def test_reductions(axis, kind):
     x = f32(5, 6, 19)
     got, want, _ = run_both(lambda x: getattr(np, kind)(x, axis=axis), x)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(100, 10), (3, 200)])
+def test_a_sum_over_every_dim_of_a_matrix(shape):
+    # the lanes' partial sums are one lane wide: reading them as lanes-wide rows ran
+    # past the end of host memory once there were more rows than lanes
+    got, want, _ = run_both(lambda x: np.sum(x * x), f32(*shape))
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
 
 
 def test_softmax_and_layer_norm_rows_wider_than_the_lanes():
