@@ -227,14 +227,21 @@ class Lowered:
                 exe = PlacedExecutable(placed, backend, self.signature, name=self.name)
                 return Compiled(exe, self._binder, self._binding, place_report)
             backend = devices.pop() if devices else backend
-        optimized, report = pipeline.optimize(self.module, backend)
+        module = self.module if self.placement is None and not _has_scopes(self.module) \
+            else without_devices(self.module)       # one device: a plain program
+        optimized, report = pipeline.optimize(module, backend)
         exe = Executable(optimized, backend, self.signature, name=self.name)
         return Compiled(exe, self._binder, self._binding, report)
 
 
 def _has_scopes(module: Module) -> bool:
     from ..compiler import ops
-    return any(ops.DEVICE_ATTR in i.attrs for i in module.entry.instructions)
+    return any(ops.DEVICE_ATTR in i.attrs for comp in module.computations for i in comp.instructions)
+
+
+def without_devices(module: Module) -> Module:
+    from ..compiler.passes.placement import without_devices
+    return without_devices(module)
 
 
 def _devices(module: Module) -> set[str]:
@@ -271,7 +278,9 @@ class Compiled:
         return self.executable.memory_analysis()
 
     def systolic_report(self):
-        """Cycles, MXU utilization, busy units and bytes moved (backend="systolic")."""
+        """Cycles, MXU utilization, busy units and bytes moved (backend="systolic"); for a
+        program placed on several devices, the systolic parts' cycles and the transfers
+        (runtime/placed.py PlacedReport, docs/placement.md)."""
         return self.executable.systolic_report()
 
     def program_text(self) -> str:

@@ -28,11 +28,10 @@ from typing import Callable
 
 import numpy as np
 
-from ..compiler import ops
 from ..compiler.device_runs import device_runs, through_transfer
 from ..compiler.extract import extract
-from ..compiler.ir import Attrs, Instruction, Module
-from ..compiler.passes.placement import device_of
+from ..compiler.ir import Instruction, Module
+from ..compiler.passes.placement import device_of, unplaced_attrs
 from . import backends
 from .executable import Executable
 
@@ -97,13 +96,8 @@ def _reads_after(runs, root: Instruction) -> list[set[Instruction]]:
 def _part(module: Module, name: str, run: list[Instruction], read_later: set[Instruction]) -> Part:
     outputs = [i for i in run if i in read_later]
     part, inputs = extract(module, name, run, outputs, _tuple_across_devices, copy_constants=True,
-                           attrs_of=_unplaced_attrs)
+                           attrs_of=unplaced_attrs)   # one device: no attribute
     return Part(device_of(run[0]), part, inputs, outputs)
-
-
-def _unplaced_attrs(instr: Instruction) -> Attrs:
-    """A part runs on one device: its instructions drop the attribute."""
-    return ops.normalize_attrs(instr.opcode, {k: v for k, v in instr.attrs.items() if k != ops.DEVICE_ATTR})
 
 
 def _tuple_across_devices(value: Instruction) -> Exception:

@@ -33,7 +33,7 @@ from typing import Callable
 
 from .. import ops
 from ..device_runs import device_runs
-from ..ir import Instruction, Module
+from ..ir import Instruction, Module, clone_module
 
 MODES = (None, "soft", "auto")
 FALLBACK_DEVICE = "cpu"           # soft placement's device for what `default` cannot run
@@ -78,6 +78,21 @@ def placed(instr: Instruction, device: str) -> Instruction:
     return instr
 
 
+def without_devices(module: Module) -> Module:
+    """A clone of `module` with no `device` attribute anywhere (a program that ended up
+    on one device is that device's plain program)."""
+    clone = clone_module(module)
+    for comp in clone.computations:
+        for instr in comp.instructions:
+            if ops.DEVICE_ATTR in instr.attrs:
+                instr.attrs = unplaced_attrs(instr)
+    return clone
+
+
+def unplaced_attrs(instr: Instruction):
+    return ops.normalize_attrs(instr.opcode, {k: v for k, v in instr.attrs.items() if k != ops.DEVICE_ATTR})
+
+
 class Placement:
     name = "placement"
 
@@ -114,8 +129,7 @@ class Placement:
             placed(instr, device)
         for instr in entry.instructions:        # unplaced values carry no stale scope
             if instr not in choice and device_of(instr) is not None:
-                instr.attrs = ops.normalize_attrs(instr.opcode, {k: v for k, v in instr.attrs.items()
-                                                                 if k != ops.DEVICE_ATTR})
+                instr.attrs = unplaced_attrs(instr)
         return any(device_of(i) != before[i] for i in entry.instructions)
 
     def placeable(self, module: Module) -> list[Instruction]:
@@ -212,4 +226,5 @@ class Placement:
         return None
 
 
-__all__ = ["DEVICE_RULES", "FALLBACK_DEVICE", "Placement", "PlacementError", "device_of", "placed"]
+__all__ = ["DEVICE_RULES", "FALLBACK_DEVICE", "Placement", "PlacementError", "device_of", "placed",
+           "unplaced_attrs", "without_devices"]

@@ -9,6 +9,7 @@ import pytest
 
 import tessel
 import tessel.numpy as tnp
+from tessel.aot.errors import ArtifactBackendError
 from tessel.backends.systolic.reference import model_tolerance
 from tessel.compiler.parser import parse_module
 from tessel.compiler.passes.placement import PlacementError
@@ -193,10 +194,18 @@ def test_soft_placement_runs_an_adam_training_step(data):
     assert report.total_cycles > 0 and report.transfer_bytes > 0
 
 
-def test_soft_placement_on_the_cpu_backend_is_the_plain_cpu_program(data):
+def test_soft_placement_on_the_cpu_backend_is_the_plain_cpu_program(data, tmp_path):
     params, x, _ = data
     compiled = tessel.jit(plain_mlp, placement="soft").lower(params, x).compile()
     assert compiled.backend == "cpu" and "send" not in compiled.as_text()
+    scoped = tessel.jit(lambda p, x: placed_mlp(p, x, device="cpu")).lower(params, x).compile()
+    assert "device=" not in scoped.as_text()        # one device: the plain program
+    tessel.aot.save(scoped, tmp_path / "mlp.tsl")    # which artifacts take
+
+
+def test_a_placed_program_is_not_an_artifact(compiled_mlp, tmp_path):
+    with pytest.raises(ArtifactBackendError, match="placed on a device"):
+        tessel.aot.save(compiled_mlp, tmp_path / "mlp.tsl")
 
 
 # ----------------------------------------------------------------------------- errors
