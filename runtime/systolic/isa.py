@@ -313,19 +313,37 @@ class Opcode:
         return HEADER_BITS + sum(f.bits for f in self.fields)
 
 
+# Field groups several opcodes share (same name, width and meaning).
 _FMT = enum("fmt", tuple(HOST_FORMATS), "host element format: f32, bf16, i8, i32")
+_DST = uint("dst", UB, "first UB row written")
+_SRC = uint("src", UB, "first UB row read")
+_VEC_ROWS = uint("rows", ROWS, "rows (>= 1)")
+
+
+def _dma_fields(ub_use: str, cols_doc: str, stride_doc: str) -> tuple[Field, ...]:
+    """DMA_LOAD's and DMA_STORE's operands: the UB side is `ub_use` ("written"/"read")."""
+    return (uint("host", HOST, "host byte address of the first element"),
+            uint("ub", UB, f"first UB row {ub_use}"),
+            uint("rows", DMA_ROWS, "rows moved (>= 1)"),
+            uint("cols", LANES, cols_doc),
+            uint("lane", LANES, f"first UB lane {ub_use}", default=0),
+            uint("stride", STRIDE, stride_doc),
+            _FMT)
+
+
+def _broadcast(source: str, note: str = "") -> Field:
+    """The flag that makes a vector source one row read for every row."""
+    return uint(f"{source}_bcast", 1, f"1: {source} is one row used for every row{note}",
+                default=0)
+
 
 _TABLE = (
     Opcode(
         "DMA_LOAD", 1, "dma",
-        (uint("host", HOST, "host byte address of the first element"),
-         uint("ub", UB, "first UB row written"),
-         uint("rows", DMA_ROWS, "rows moved (>= 1)"),
-         uint("cols", LANES, "elements per row (>= 1); lanes [lane, lane+cols) are written"),
-         uint("lane", LANES, "first UB lane written", default=0),
-         uint("stride", STRIDE, "bytes between the starts of consecutive host rows "
-              "(0 repeats one host row; may overlap, e.g. sliding windows)"),
-         _FMT),
+        _dma_fields("written",
+                    "elements per row (>= 1); lanes [lane, lane+cols) are written",
+                    "bytes between the starts of consecutive host rows "
+                    "(0 repeats one host row; may overlap, e.g. sliding windows)"),
         "UB[ub+r, lane+c] = f32(host[host + r*stride + c*size(fmt)]) for r < rows, c < cols. "
         "bf16, i8 and i32 convert exactly to f32 (i32 beyond 2^24 rounds to nearest even). "
         "Other lanes of the rows are unchanged.",
@@ -335,14 +353,10 @@ _TABLE = (
         _dma_load, lambda i: i.rows),
     Opcode(
         "DMA_STORE", 2, "dma",
-        (uint("host", HOST, "host byte address of the first element"),
-         uint("ub", UB, "first UB row read"),
-         uint("rows", DMA_ROWS, "rows moved (>= 1)"),
-         uint("cols", LANES, "elements per row (>= 1), read from lanes [lane, lane+cols)"),
-         uint("lane", LANES, "first UB lane read", default=0),
-         uint("stride", STRIDE, "bytes between consecutive host rows (>= cols*size(fmt): "
-              "stored rows may not overlap)"),
-         _FMT),
+        _dma_fields("read",
+                    "elements per row (>= 1), read from lanes [lane, lane+cols)",
+                    "bytes between consecutive host rows (>= cols*size(fmt): "
+                    "stored rows may not overlap)"),
         "host[host + r*stride + c*size(fmt)] = fmt(UB[ub+r, lane+c]). To bf16 rounds by "
         "config.bf16_rounding; to i8/i32 rounds to nearest even and saturates (NaN -> 0).",
         "DMA_STORE host=8192 ub=10 rows=4 cols=128 lane=0 stride=1024 fmt=bf16",
@@ -391,7 +405,7 @@ _TABLE = (
         "ACTIVATE", 5, "vector",
         (uint("acc", ACC, "first accumulator row read"),
          uint("ub", UB, "first UB row written"),
-         uint("rows", ROWS, "rows (>= 1)"),
+         _VEC_ROWS,
          enum("fn", ACTIVATIONS, "activation: identity, relu, sigmoid, tanh, gelu_tanh"),
          f32("scale", "multiplies the accumulator first (dequantization, 1/sqrt(d))",
              default=1.0),
@@ -406,12 +420,12 @@ _TABLE = (
     Opcode(
         "VEC_BIN", 6, "vector",
         (enum("op", BINARY_OPS, "add sub mul div max min pow; eq ne lt le gt ge give 1.0/0.0"),
-         uint("dst", UB, "first UB row written"),
+         _DST,
          uint("src0", UB, "first UB row of the left operand"),
          uint("src1", UB, "first UB row of the right operand"),
-         uint("rows", ROWS, "rows (>= 1)"),
-         uint("src0_bcast", 1, "1: src0 is one row used for every row", default=0),
-         uint("src1_bcast", 1, "1: src1 is one row used for every row", default=0)),
+         _VEC_ROWS,
+         _broadcast("src0"),
+         _broadcast("src1")),
         "UB[dst+r] = UB[src0+r] op UB[src1+r] over all lanes, in f32 (a broadcast source "
         "reads its row for every r). Each source range equals the destination range or is "
         "disjoint from it.",
@@ -421,12 +435,12 @@ _TABLE = (
     Opcode(
         "VEC_IMM", 7, "vector",
         (enum("op", BINARY_OPS, "as VEC_BIN"),
-         uint("dst", UB, "first UB row written"),
-         uint("src", UB, "first UB row read"),
-         uint("rows", ROWS, "rows (>= 1)"),
+         _DST,
+         _SRC,
+         _VEC_ROWS,
          f32("imm", "the immediate operand"),
          uint("rev", 1, "1: imm op x instead of x op imm", default=0),
-         uint("src_bcast", 1, "1: src is one row used for every row", default=0)),
+         _broadcast("src")),
         "UB[dst+r] = UB[src+r] op imm (rev=0) or imm op UB[src+r] (rev=1), in f32.",
         "VEC_IMM op=sub dst=8 src=8 rows=4 imm=1.0 rev=1 src_bcast=0",
         "UB rows 8..11 become 1 - x",
@@ -435,22 +449,21 @@ _TABLE = (
         "VEC_UN", 8, "vector",
         (enum("op", UNARY_OPS, "copy neg abs exp log sqrt rsqrt recip tanh sigmoid relu "
               "gelu_tanh"),
-         uint("dst", UB, "first UB row written"),
-         uint("src", UB, "first UB row read"),
-         uint("rows", ROWS, "rows (>= 1)"),
-         uint("src_bcast", 1, "1: src is one row used for every row (broadcast a row)",
-              default=0)),
+         _DST,
+         _SRC,
+         _VEC_ROWS,
+         _broadcast("src", " (broadcast a row)")),
         "UB[dst+r] = op(UB[src+r]) over all lanes, in f32.",
         "VEC_UN op=copy dst=300 src=7 rows=16 src_bcast=1",
         "broadcasts UB row 7 into rows 300..315",
         _vec_un, lambda i: i.rows),
     Opcode(
         "VEC_SEL", 9, "vector",
-        (uint("dst", UB, "first UB row written"),
+        (_DST,
          uint("mask", UB, "first UB row of the condition"),
          uint("src0", UB, "first UB row taken where mask != 0"),
          uint("src1", UB, "first UB row taken where mask == 0"),
-         uint("rows", ROWS, "rows (>= 1)")),
+         _VEC_ROWS),
         "UB[dst+r] = where(UB[mask+r] != 0, UB[src0+r], UB[src1+r]) lane by lane.",
         "VEC_SEL dst=40 mask=10 src0=20 src1=30 rows=2",
         "rows 40, 41 take lanes of rows 20, 21 where rows 10, 11 are non-zero, else of 30, 31",
@@ -460,9 +473,9 @@ _TABLE = (
         (enum("op", REDUCE_OPS, "sum, max, min"),
          enum("axis", REDUCE_AXES, "rows: across rows, lane by lane; lanes: across the "
               "first `lanes` lanes of each row"),
-         uint("dst", UB, "first UB row written"),
-         uint("src", UB, "first UB row read"),
-         uint("rows", ROWS, "rows (>= 1)"),
+         _DST,
+         _SRC,
+         _VEC_ROWS,
          uint("lanes", LANES, "lanes reduced (axis=lanes) or written (axis=rows), >= 1")),
         "axis=rows: UB[dst, 0:lanes] = reduce(UB[src:src+rows, 0:lanes], over rows); other "
         "lanes of dst unchanged. axis=lanes: UB[dst+r, :] = reduce(UB[src+r, 0:lanes]) "
@@ -473,8 +486,8 @@ _TABLE = (
         _vec_red, lambda i: i.rows),
     Opcode(
         "VEC_TRANS", 11, "vector",
-        (uint("dst", UB, "first UB row written"),
-         uint("src", UB, "first UB row read"),
+        (_DST,
+         _SRC,
          uint("rows", LANES, "source rows (<= lanes)"),
          uint("lanes", LANES, "source lanes (<= lanes)")),
         "UB[dst+j, i] = UB[src+i, j] for i < rows, j < lanes: writes `lanes` rows, lanes "
