@@ -25,7 +25,7 @@ over all PEs at once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable
 
 import numpy as np
@@ -52,21 +52,35 @@ class PeMatmul:
 
 
 @dataclass
-class PeCycle:
-    """What the array holds during one cycle (handed to an observer; arrays are R x C).
+class PeRegisters:
+    """The registers of every PE (arrays are R x C).
 
-    x_op / x_t: which MATMUL and input row each PE is processing (NO_OP: idle);
-    x: the input value; psum: the partial sum each PE produced this cycle;
-    active / shadow: the weights; leaving: (op, t, c, value) results leaving the bottom.
+    active / shadow: the weights; x: the input value; x_op / x_t: which MATMUL and input
+    row each PE is processing (NO_OP: idle); psum: the partial sum each PE produced.
     """
 
-    cycle: int
     active: np.ndarray
     shadow: np.ndarray
     x: np.ndarray
     x_op: np.ndarray
     x_t: np.ndarray
     psum: np.ndarray
+
+    def snapshot(self) -> dict[str, np.ndarray]:
+        """A copy of each register array, by field name."""
+        return {name: getattr(self, name).copy() for name in _REGISTERS}
+
+
+_REGISTERS = tuple(f.name for f in fields(PeRegisters))
+
+
+@dataclass(kw_only=True)
+class PeCycle(PeRegisters):
+    """What the array holds during one cycle (handed to an observer): the registers,
+    the cycle, the results leaving the bottom row as (op, t, c, value), the MATMUL
+    started and the tile whose shift started this cycle (None: none)."""
+
+    cycle: int
     leaving: list[tuple[int, int, int, float]]
     started: int | None
     shift_started: int | None
@@ -91,13 +105,8 @@ class _Shift:
 
 
 @dataclass
-class _State:
-    active: np.ndarray
-    shadow: np.ndarray
-    x: np.ndarray
-    x_op: np.ndarray
-    x_t: np.ndarray
-    psum: np.ndarray
+class _State(PeRegisters):
+    # Which MATMUL and input row each partial sum belongs to.
     p_op: np.ndarray
     p_t: np.ndarray
     # Per column: which tile its shadow registers hold (NO_OP: none yet), how many rows
@@ -201,9 +210,8 @@ class PeArray:
                 if t == inputs[op].shape[0] - 1 and c == C - 1:
                     ends[op] = cycle + 1
             if observer is not None:
-                observer(PeCycle(cycle, st.active.copy(), st.shadow.copy(), st.x.copy(),
-                                 st.x_op.copy(), st.x_t.copy(), st.psum.copy(), leaving,
-                                 started, shift_started))
+                observer(PeCycle(cycle=cycle, leaving=leaving, started=started,
+                                 shift_started=shift_started, **st.snapshot()))
             # 5. weights shift down (end of cycle); 6. operands move.
             self._shift_weights(st, tiles, cycle, cols_idx)
             self._move(st)

@@ -156,3 +156,25 @@ def test_pe_cycles_equal_timing_contract_on_random_tiled_gemms():
         xb, wb = dtypes.round_to_bf16(x).astype(np.float64), dtypes.round_to_bf16(w).astype(np.float64)
         bound = 4 * k * np.finfo(np.float32).eps * (np.abs(xb) @ np.abs(wb)) + 1e-30
         assert np.all(np.abs(y - xb @ wb) <= bound), (rows, cols, m, k, n)
+
+
+def test_observer_sees_each_cycle_as_its_own_snapshot():
+    """The observer gets every cycle once, in order, with copies of the registers (a
+    later cycle does not rewrite an earlier snapshot): input row t of a cold MATMUL sits
+    in PE(r, c) at cycle R + t + r + c, and the summed outputs leave exactly once."""
+    R = C = 3
+    x = np.arange(1, 7, dtype=np.float32).reshape(2, 3)
+    w = np.arange(1, 10, dtype=np.float32).reshape(3, 3)
+    seen = []
+    result = PeArray(R, C).run([PeMatmul(x, w)], observer=seen.append)
+    assert [s.cycle for s in seen] == list(range(result.total_cycles))
+    for t in range(2):
+        for r in range(R):
+            for c in range(C):
+                state = seen[R + t + r + c]
+                assert state.x_op[r, c] == 0 and state.x_t[r, c] == t
+                assert state.x[r, c] == x[t, r]
+    assert seen[0].shift_started == 0 and seen[R].started == 0
+    assert sum(len(s.leaving) for s in seen) == 2 * C
+    np.testing.assert_array_equal(seen[-1].active, w)
+    assert not seen[0].active.any()
