@@ -301,33 +301,43 @@ done:
 }
 
 ; ---------------------------------------------------------------- running a job
-; Claim the next chunk of the job of generation %generation: its index, or -1 when that
-; job has no chunk left (or is over, and another job tags the claim word).
-define internal i64 @pool.claim_chunk(i64 %generation, i64 %chunks) nounwind {
+; Take the next place counted by %word (generation << 32 | places taken) for the job of
+; generation %generation: the place's index, or -1 when %limit places are taken (or the
+; job is over, and another job tags the word). Chunks and worker places are both taken
+; this way.
+define internal i64 @pool.take_tagged(ptr %word.p, i64 %generation, i64 %limit) nounwind {
 entry:
   %tag = shl i64 %generation, 32
-  %first = load atomic i64, ptr @pool.claim monotonic, align 8
+  %first = load atomic i64, ptr %word.p monotonic, align 8
   br label %try
 try:
   %word = phi i64 [ %first, %entry ], [ %seen, %retry ]
   %word.tag = and i64 %word, -4294967296
   %ours = icmp eq i64 %word.tag, %tag
   %index = and i64 %word, 4294967295
-  %left = icmp slt i64 %index, %chunks
+  %left = icmp slt i64 %index, %limit
   %open = and i1 %ours, %left
   br i1 %open, label %swap, label %none
 swap:
   %next = add nuw i64 %word, 1
-  %pair = cmpxchg ptr @pool.claim, i64 %word, i64 %next monotonic monotonic
+  %pair = cmpxchg ptr %word.p, i64 %word, i64 %next monotonic monotonic
   %won = extractvalue { i64, i1 } %pair, 1
-  br i1 %won, label %claimed, label %retry
+  br i1 %won, label %taken, label %retry
 retry:
   %seen = extractvalue { i64, i1 } %pair, 0
   br label %try
-claimed:
+taken:
   ret i64 %index
 none:
   ret i64 -1
+}
+
+; Claim the next chunk of the job of generation %generation: its index, or -1 when that
+; job has no chunk left.
+define internal i64 @pool.claim_chunk(i64 %generation, i64 %chunks) nounwind {
+entry:
+  %index = call i64 @pool.take_tagged(ptr @pool.claim, i64 %generation, i64 %chunks)
+  ret i64 %index
 }
 
 ; Join the job of generation %generation as one of its @pool.job.workers workers: true
@@ -336,30 +346,10 @@ none:
 ; a newer job's fields cannot take a place in it.
 define internal i1 @pool.join(i64 %generation) nounwind {
 entry:
-  %tag = shl i64 %generation, 32
   %places = load atomic i64, ptr @pool.job.workers acquire, align 8
-  %first = load atomic i64, ptr @pool.joined monotonic, align 8
-  br label %try
-try:
-  %word = phi i64 [ %first, %entry ], [ %seen, %retry ]
-  %word.tag = and i64 %word, -4294967296
-  %ours = icmp eq i64 %word.tag, %tag
-  %count = and i64 %word, 4294967295
-  %free = icmp slt i64 %count, %places
-  %open = and i1 %ours, %free
-  br i1 %open, label %swap, label %full
-swap:
-  %next = add nuw i64 %word, 1
-  %pair = cmpxchg ptr @pool.joined, i64 %word, i64 %next monotonic monotonic
-  %won = extractvalue { i64, i1 } %pair, 1
-  br i1 %won, label %joined, label %retry
-retry:
-  %seen = extractvalue { i64, i1 } %pair, 0
-  br label %try
-joined:
-  ret i1 true
-full:
-  ret i1 false
+  %place = call i64 @pool.take_tagged(ptr @pool.joined, i64 %generation, i64 %places)
+  %joined = icmp sge i64 %place, 0
+  ret i1 %joined
 }
 
 ; Run chunks of the job of generation %generation until none is left. The caller of
@@ -583,21 +573,34 @@ publish:
   ret i32 %size
 }
 
+; Move @pool.state from %from to %to: true once this thread did, false once the state
+; is %settled (another thread did the whole transition). Yields while another thread
+; is in the middle of starting or stopping the pool.
+define internal i1 @pool.change_state(i32 %from, i32 %to, i32 %settled) nounwind {
+entry:
+  br label %claim
+claim:
+  %pair = cmpxchg ptr @pool.state, i32 %from, i32 %to acq_rel acquire
+  %won = extractvalue { i32, i1 } %pair, 1
+  br i1 %won, label %changed, label %taken
+taken:
+  %state = extractvalue { i32, i1 } %pair, 0
+  %done = icmp eq i32 %state, %settled
+  br i1 %done, label %already, label %retry
+retry:
+  %rc = call i32 @sched_yield()
+  br label %claim
+changed:
+  ret i1 true
+already:
+  ret i1 false
+}
+
 define i32 @tessel_pool_init(i32 %requested) nounwind {
 entry:
   %n = call i32 @pool.resolve_threads(i32 %requested)
-  br label %claim
-claim:
-  %pair = cmpxchg ptr @pool.state, i32 0, i32 1 acq_rel acquire
-  %won = extractvalue { i32, i1 } %pair, 1
-  br i1 %won, label %start, label %taken
-taken:
-  %state = extractvalue { i32, i1 } %pair, 0
-  %up = icmp eq i32 %state, 2
-  br i1 %up, label %running, label %retry
-retry:                                       ; another thread is starting or stopping it
-  %rc = call i32 @sched_yield()
-  br label %claim
+  %won = call i1 @pool.change_state(i32 0, i32 1, i32 2)      ; down -> starting, or up
+  br i1 %won, label %start, label %running
 running:
   %current = load atomic i32, ptr @pool.size acquire, align 4
   ret i32 %current
@@ -640,18 +643,8 @@ done:
 
 define void @tessel_pool_shutdown() nounwind {
 entry:
-  br label %claim
-claim:
-  %pair = cmpxchg ptr @pool.state, i32 2, i32 3 acq_rel acquire
-  %won = extractvalue { i32, i1 } %pair, 1
-  br i1 %won, label %take, label %taken
-taken:
-  %state = extractvalue { i32, i1 } %pair, 0
-  %down = icmp eq i32 %state, 0
-  br i1 %down, label %done, label %retry
-retry:                                       ; another thread is starting or stopping it
-  %rc.retry = call i32 @sched_yield()
-  br label %claim
+  %won = call i1 @pool.change_state(i32 2, i32 3, i32 0)      ; up -> stopping, or down
+  br i1 %won, label %take, label %done
 take:
   ; Own the workers: wait out a running job; later callers see size 0 and run inline.
   %busy.pair = cmpxchg ptr @pool.busy, i32 0, i32 1 acquire monotonic
