@@ -8,6 +8,7 @@ Mark a test `@pytest.mark.no_round_trip` to opt out (say why next to the marker)
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
 import pytest
@@ -22,6 +23,9 @@ from tessel.compiler.structural import first_difference, module_structure
 # test's) is reused. tests/runtime/test_compile_cache.py turns the cache on where it
 # tests it.
 os.environ["TESSEL_CACHE_DIR"] = "off"
+
+# Case tables shared across test folders (op_cases.py) are imported by name.
+sys.path.insert(0, os.path.dirname(__file__))
 
 
 def pytest_configure(config):

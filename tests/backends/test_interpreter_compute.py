@@ -14,6 +14,8 @@ from tessel.backends.interpreter.testing import run_op
 from tessel.compiler import dtypes
 from tessel.compiler.ops import parse_dim_labels, window_output_size
 
+from op_cases import CONV_GRADIENT_CASES, filter_gradient_attrs, forward_conv_attrs, input_gradient_attrs
+
 
 def exact(got, want):
     want = np.asarray(want)
@@ -146,60 +148,21 @@ def test_convolution_1d_matches_numpy_correlate():
 
 # ----------------------------------------------------------------------------- gradient forms
 
-def _dilate(sizes, dilation):
-    return np.array([(s - 1) * d + 1 if s else 0 for s, d in zip(sizes, dilation)])
-
-
-def input_gradient(g, w, in_spatial, strides, padding, rhs_dil):
-    """dx as a transposed convolution: g dilated by the strides, kernel reversed, its
-    in/out features swapped (labels 'io'), padding from the forward window."""
-    n = len(in_spatial)
-    k = _dilate(w.shape[2:], rhs_dil)
-    before = k - np.array([lo for lo, _ in padding]) - 1
-    after = np.array(in_spatial) + k - 1 - _dilate(g.shape[2:], strides) - before
-    labels = "bf{0}_io{0}->bf{0}".format("".join(map(str, range(n))))
-    return run_op("convolution", g, np.flip(w, tuple(range(2, 2 + n))), attrs=dict(
-        dim_labels=labels, padding=tuple(zip(before.tolist(), after.tolist())),
-        lhs_dilation=tuple(strides), rhs_dilation=tuple(rhs_dil)))
-
-
-def filter_gradient(x, g, w_spatial, strides, padding, rhs_dil, groups):
-    """dw as a convolution of x (batch and features swapped) with g as the kernel;
-    a feature-grouped forward convolution becomes a batch-grouped one."""
-    n = len(w_spatial)
-    lo = np.array([p for p, _ in padding])
-    hi = (_dilate(g.shape[2:], strides) - np.array(x.shape[2:])) + (_dilate(w_spatial, rhs_dil) - lo - 1)
-    sp = "".join(map(str, range(n)))
-    return run_op("convolution", x, g, attrs=dict(
-        dim_labels=f"fb{sp}_io{sp}->fb{sp}", padding=tuple(zip(lo.tolist(), hi.tolist())),
-        window_strides=tuple(rhs_dil), rhs_dilation=tuple(strides), batch_group_count=groups))
-
-
-GRADIENT_CASES = [  # x shape (b f s...), w shape (o i k...), strides, padding, rhs dilation, groups
-    ((2, 3, 9), (4, 3, 3), (2,), ((1, 2),), (1,), 1),
-    ((1, 2, 8), (2, 2, 2), (3,), ((0, 0),), (2,), 1),
-    ((2, 2, 6, 5), (3, 2, 3, 2), (2, 1), ((1, 1), (0, 1)), (1, 2), 1),
-    ((2, 4, 7), (6, 2, 3), (2,), ((1, 1),), (1,), 2),
-    ((3, 3, 5, 6), (3, 1, 2, 3), (1, 2), ((0, 1), (2, 0)), (2, 1), 3),   # depthwise
-]
-
-
-@pytest.mark.parametrize("xs,ws,strides,padding,rhs_dil,groups", GRADIENT_CASES)
+@pytest.mark.parametrize("xs,ws,strides,padding,rhs_dil,groups", CONV_GRADIENT_CASES)
 def test_gradient_convolutions_are_adjoints(xs, ws, strides, padding, rhs_dil, groups):
-    n = len(strides)
-    sp = "".join(map(str, range(n)))
     # Integer-valued float64 data: every sum is exact, so the identities hold exactly.
     rng = np.random.default_rng(9)
     x = rng.integers(-3, 4, xs).astype(np.float64)
     w = rng.integers(-3, 4, ws).astype(np.float64)
-    attrs = dict(dim_labels=f"bf{sp}_oi{sp}->bf{sp}", window_strides=strides, padding=padding,
-                 rhs_dilation=rhs_dil, feature_group_count=groups)
-    y = run_op("convolution", x, w, attrs=attrs)
+    y = run_op("convolution", x, w, attrs=forward_conv_attrs(strides, padding, rhs_dil, groups))
     g = rng.integers(-3, 4, y.shape).astype(np.float64)
-    dw = filter_gradient(x, g, ws[2:], strides, padding, rhs_dil, groups)
+    dw = run_op("convolution", x, g,
+                attrs=filter_gradient_attrs(xs[2:], ws[2:], g.shape[2:], strides, padding, rhs_dil, groups))
     assert dw.shape == w.shape
     assert np.sum(y * g) == np.sum(w * dw)
     if groups == 1:
-        dx = input_gradient(g, w, xs[2:], strides, padding, rhs_dil)
+        flipped = np.flip(w, tuple(range(2, w.ndim)))
+        dx = run_op("convolution", g, flipped,
+                    attrs=input_gradient_attrs(xs[2:], ws[2:], g.shape[2:], strides, padding, rhs_dil))
         assert dx.shape == x.shape
         assert np.sum(y * g) == np.sum(x * dx)

@@ -7,6 +7,8 @@ from tessel.backends.interpreter import Context, evaluate
 from tessel.backends.interpreter.testing import one_op_module, reducer, run_op, scalar_computation
 from tessel.compiler.ir import Builder, Shape
 
+from op_cases import GATHERS, SCATTERS, assign_computation
+
 
 def exact(got, want):
     want = np.asarray(want)
@@ -37,34 +39,6 @@ def gather_reference(operand, indices, out_shape, offset_dims, collapsed_slice_d
         full_offset = [0 if d in collapsed_slice_dims else next(offsets) for d in range(rank)]
         out[out_index] = operand[tuple(s + o for s, o in zip(full_start, full_offset))]
     return out
-
-
-GATHERS = {
-    "rows": ((5, 3), np.array([4, 0, 2, 2]),
-             dict(offset_dims=(1,), collapsed_slice_dims=(0,), start_index_map=(0,), index_vector_dim=1,
-                  slice_sizes=(1, 3))),
-    "columns_offset_first": ((3, 4), np.array([[3], [1]]),
-                             dict(offset_dims=(0,), collapsed_slice_dims=(1,), start_index_map=(1,),
-                                  index_vector_dim=1, slice_sizes=(3, 1))),
-    "nd_index_vector_dim_0": ((4, 5, 6), np.array([[0, 3, 1], [5, 0, 2]]),
-                              dict(offset_dims=(1, 2), collapsed_slice_dims=(0,), start_index_map=(0, 2),
-                                   index_vector_dim=0, slice_sizes=(1, 5, 2))),
-    "clamped": ((6, 4), np.array([[-3, 1], [5, 3], [2, 9]]),
-                dict(offset_dims=(1, 2), collapsed_slice_dims=(), start_index_map=(0, 1),
-                     index_vector_dim=1, slice_sizes=(2, 3))),
-    "permuted_start_map": ((4, 5), np.array([[1, 2], [4, 0]]),
-                           dict(offset_dims=(1,), collapsed_slice_dims=(0,), start_index_map=(1, 0),
-                                index_vector_dim=1, slice_sizes=(1, 2))),
-    "batch_2d": ((7,), np.array([[1, 2], [3, 6]]),
-                 dict(offset_dims=(), collapsed_slice_dims=(0,), start_index_map=(0,), index_vector_dim=2,
-                      slice_sizes=(1,))),
-    "empty_batch": ((5, 3), np.zeros((0,), np.int64),
-                    dict(offset_dims=(1,), collapsed_slice_dims=(0,), start_index_map=(0,),
-                         index_vector_dim=1, slice_sizes=(1, 3))),
-    "empty_slice": ((5, 3), np.array([1, 2]),
-                    dict(offset_dims=(1,), collapsed_slice_dims=(0,), start_index_map=(0,),
-                         index_vector_dim=1, slice_sizes=(1, 0))),
-}
 
 
 @pytest.mark.parametrize("case", sorted(GATHERS))
@@ -115,37 +89,6 @@ def scatter_reference(operand, indices, updates, combine, update_window_dims, in
         target = tuple(s + w for s, w in zip(full_start, full_window))
         out[target] = store(combine(out[target], updates[u_index]))
     return out
-
-
-SCATTERS = {
-    "rows_repeated": ((5, 3), np.array([4, 0, 2, 2, 4, 4]), (6, 3),
-                      dict(update_window_dims=(1,), inserted_window_dims=(0,),
-                           scatter_dims_to_operand_dims=(0,), index_vector_dim=1)),
-    "elements_2d_index": ((4, 5), np.array([[0, 1], [3, 4], [0, 1], [2, 2]]), (4,),
-                          dict(update_window_dims=(), inserted_window_dims=(0, 1),
-                               scatter_dims_to_operand_dims=(0, 1), index_vector_dim=1)),
-    "out_of_bounds_windows": ((6, 4), np.array([[-1, 0], [5, 1], [4, 2], [1, 1], [2, 3]]), (5, 2, 2),
-                              dict(update_window_dims=(1, 2), inserted_window_dims=(),
-                                   scatter_dims_to_operand_dims=(0, 1), index_vector_dim=1)),
-    "window_dim_first_ivd_0": ((3, 6), np.array([[1, 4, 1]]), (2, 3),
-                               dict(update_window_dims=(0,), inserted_window_dims=(1,),
-                                    scatter_dims_to_operand_dims=(1,), index_vector_dim=0)),
-    "empty_updates": ((5, 3), np.zeros((0,), np.int64), (0, 3),
-                      dict(update_window_dims=(1,), inserted_window_dims=(0,),
-                           scatter_dims_to_operand_dims=(0,), index_vector_dim=1)),
-    "scalar_index_2d_batch": ((7,), np.array([[1, 6], [1, 9]]), (2, 2),
-                              dict(update_window_dims=(), inserted_window_dims=(0,),
-                                   scatter_dims_to_operand_dims=(0,), index_vector_dim=2)),
-}
-
-
-def assign_computation(dtype):
-    def build(module):
-        b = Builder(module, "assign")
-        s = Shape(dtype, ())
-        b.parameter(s, "old")
-        return b.build(b.parameter(s, "new"))
-    return build
 
 
 def combiner(name, dtype):

@@ -14,6 +14,8 @@ from tessel.backends.interpreter.testing import one_op_module, reducer, run_op, 
 from tessel.compiler import dtypes
 from tessel.compiler.ir import Builder, Shape
 
+from op_cases import SELECT_CASES, WINDOWS, argmax_reducer
+
 UFUNC = {"add": np.add, "multiply": np.multiply, "maximum": np.maximum, "minimum": np.minimum,
          "and": np.bitwise_and, "or": np.bitwise_or}
 PY_OP = {"add": lambda a, b: a + b, "multiply": lambda a, b: a * b, "maximum": np.maximum,
@@ -86,20 +88,6 @@ def test_reduce_bf16_sum_rounds_every_step():
     exact(got, np.array(256.0, np.float32))
 
 
-def argmax_reducer(dtype, index_dtype="s32"):
-    """(v0, i0, v1, i1) -> the larger value and its index; ties take the smaller index."""
-    def build(module):
-        b = Builder(module, "argmax")
-        v, i = Shape(dtype, ()), Shape(index_dtype, ())
-        v0, i0, v1, i1 = b.parameter(v, "v0"), b.parameter(i, "i0"), b.parameter(v, "v1"), b.parameter(i, "i1")
-        gt = b.emit("compare", [v0, v1], {"direction": "GT"})
-        eq = b.emit("compare", [v0, v1], {"direction": "EQ"})
-        lt_index = b.emit("compare", [i0, i1], {"direction": "LT"})
-        first = b.emit("or", [gt, b.emit("and", [eq, lt_index])])
-        return b.build(b.emit("tuple", [b.emit("select", [first, v0, v1]), b.emit("select", [first, i0, i1])]))
-    return build
-
-
 @pytest.mark.parametrize("axis", [0, 1])
 def test_variadic_reduce_argmax(axis):
     x = ints((5, 6), np.float32, seed=3)          # small ints: plenty of ties
@@ -150,18 +138,6 @@ def reduce_window_reference(x, init, fn, window_dimensions, window_strides=None,
     return out
 
 
-WINDOWS = {
-    "1d_sum": ((7,), dict(window_dimensions=(3,))),
-    "maxpool_2x2": ((4, 6), dict(window_dimensions=(2, 2), window_strides=(2, 2))),
-    "padded": ((5, 4), dict(window_dimensions=(3, 3), padding=((1, 1), (2, 0)))),
-    "base_dilated": ((4,), dict(window_dimensions=(2,), base_dilations=(2,), padding=((1, 0),))),
-    "window_dilated": ((3, 9), dict(window_dimensions=(2, 3), window_dilations=(1, 3), window_strides=(1, 2))),
-    "scalar": ((), dict(window_dimensions=())),
-    "empty_output": ((2, 3), dict(window_dimensions=(3, 1))),
-    "empty_input": ((0, 3), dict(window_dimensions=(1, 2))),
-}
-
-
 @pytest.mark.parametrize("fast", PATHS)
 @pytest.mark.parametrize("op", ["add", "maximum", "minimum"])
 @pytest.mark.parametrize("case", sorted(WINDOWS))
@@ -209,14 +185,6 @@ def select_and_scatter_reference(operand, source, init, select, combine, window_
 
 def ge_select(dtype, direction="GE"):
     return reducer("compare", dtype, direction=direction)
-
-
-SELECT_CASES = {
-    "maxpool_grad": ((4, 6), dict(window_dimensions=(2, 2), window_strides=(2, 2))),
-    "overlapping_padded": ((5, 5), dict(window_dimensions=(3, 3), window_strides=(1, 1), padding=((1, 1), (1, 1)))),
-    "strided_1d": ((9,), dict(window_dimensions=(3,), window_strides=(2,), padding=((2, 0),))),
-    "all_padding_windows": ((2,), dict(window_dimensions=(2,), window_strides=(1,), padding=((3, 0),))),
-}
 
 
 @pytest.mark.parametrize("fast", PATHS)

@@ -18,6 +18,8 @@ from tessel.compiler.ir import Shape
 from tessel.compiler.pipeline import optimize
 from tessel.runtime import backends
 
+from op_cases import CONV_GRADIENT_CASES, filter_gradient_attrs, forward_conv_attrs, input_gradient_attrs
+
 CONVS = {  # name -> lhs shape, rhs shape, attrs
     "1d": ((2, 3, 7), (4, 3, 3), dict(dim_labels="bf0_oi0->bf0")),
     "1d_strided_padded": ((2, 3, 8), (2, 3, 3), dict(dim_labels="bf0_oi0->bf0", window_strides=(3,),
@@ -92,45 +94,22 @@ def test_convolution_dtypes(case, dtype):
 
 # ----------------------------------------------------------------------------- gradient forms
 
-def _dilate(sizes, dilation):
-    return np.array([(s - 1) * d + 1 if s else 0 for s, d in zip(sizes, dilation)])
-
-
-GRADIENT_CASES = [  # x shape (b f s...), w shape (o i k...), strides, padding, rhs dilation, groups
-    ((2, 3, 9), (4, 3, 3), (2,), ((1, 2),), (1,), 1),
-    ((1, 2, 8), (2, 2, 2), (3,), ((0, 0),), (2,), 1),
-    ((2, 2, 6, 5), (3, 2, 3, 2), (2, 1), ((1, 1), (0, 1)), (1, 2), 1),
-    ((2, 4, 7), (6, 2, 3), (2,), ((1, 1),), (1,), 2),
-    ((3, 3, 5, 6), (3, 1, 2, 3), (1, 2), ((0, 1), (2, 0)), (2, 1), 3),   # depthwise
-]
-
-
-@pytest.mark.parametrize("xs,ws,strides,padding,rhs_dil,groups", GRADIENT_CASES)
+@pytest.mark.parametrize("xs,ws,strides,padding,rhs_dil,groups", CONV_GRADIENT_CASES)
 def test_gradient_convolutions(xs, ws, strides, padding, rhs_dil, groups):
     """The input gradient (a transposed convolution: lhs_dilation = strides, reversed
     kernel with 'io' labels) and the filter gradient (batch and features swapped, a
     feature-grouped forward becomes batch_group_count), as JAX builds them."""
-    n = len(strides)
-    sp = "".join(map(str, range(n)))
     x, w = sample("f32", xs, 5), sample("f32", ws, 6)
-    forward = dict(dim_labels=f"bf{sp}_oi{sp}->bf{sp}", window_strides=strides, padding=padding,
-                   rhs_dilation=rhs_dil, feature_group_count=groups)
-    y, _ = run_both(x, w, forward, "f32")
+    y, _ = run_both(x, w, forward_conv_attrs(strides, padding, rhs_dil, groups), "f32")
     g = sample("f32", y.shape, 7)
-    lo = np.array([p for p, _ in padding])
-    hi = (_dilate(g.shape[2:], strides) - np.array(xs[2:])) + (_dilate(ws[2:], rhs_dil) - lo - 1)
-    filter_grad = dict(dim_labels=f"fb{sp}_io{sp}->fb{sp}", padding=tuple(zip(lo.tolist(), hi.tolist())),
-                       window_strides=tuple(rhs_dil), rhs_dilation=tuple(strides), batch_group_count=groups)
-    dw, want = run_both(x, g, filter_grad, "f32")
+    dw, want = run_both(x, g, filter_gradient_attrs(xs[2:], ws[2:], g.shape[2:], strides, padding, rhs_dil,
+                                                    groups), "f32")
     assert dw.shape == w.shape
     check(dw, want, "f32")
     if groups == 1:
-        k = _dilate(ws[2:], rhs_dil)
-        before = k - lo - 1
-        after = np.array(xs[2:]) + k - 1 - _dilate(g.shape[2:], strides) - before
-        input_grad = dict(dim_labels=f"bf{sp}_io{sp}->bf{sp}", padding=tuple(zip(before.tolist(), after.tolist())),
-                          lhs_dilation=tuple(strides), rhs_dilation=tuple(rhs_dil))
-        dx, want = run_both(g, np.ascontiguousarray(np.flip(w, tuple(range(2, 2 + n)))), input_grad, "f32")
+        flipped = np.ascontiguousarray(np.flip(w, tuple(range(2, w.ndim))))
+        dx, want = run_both(g, flipped, input_gradient_attrs(xs[2:], ws[2:], g.shape[2:], strides, padding,
+                                                             rhs_dil), "f32")
         assert dx.shape == x.shape
         check(dx, want, "f32")
 

@@ -14,6 +14,8 @@ from tessel.compiler.ir import Builder, Shape
 from tessel.compiler.pipeline import optimize
 from tessel.runtime import backends
 
+from op_cases import GATHERS, SCATTERS, assign_computation
+
 
 def assert_matches(module, args, optimized=False):
     want = evaluate(module, args)
@@ -79,35 +81,10 @@ def test_dynamic_update_slice_0d_empty_and_whole():
 
 # ----------------------------------------------------------------------------- gather
 
-GATHERS = {
-    "rows": ((5, 3), np.array([4, 0, 2, 2]),
-             dict(offset_dims=(1,), collapsed_slice_dims=(0,), start_index_map=(0,), index_vector_dim=1,
-                  slice_sizes=(1, 3))),
-    "columns_offset_first": ((3, 4), np.array([[3], [1]]),
-                             dict(offset_dims=(0,), collapsed_slice_dims=(1,), start_index_map=(1,),
-                                  index_vector_dim=1, slice_sizes=(3, 1))),
-    "nd_index_vector_dim_0": ((4, 5, 6), np.array([[0, 3, 1], [5, 0, 2]]),
-                              dict(offset_dims=(1, 2), collapsed_slice_dims=(0,), start_index_map=(0, 2),
-                                   index_vector_dim=0, slice_sizes=(1, 5, 2))),
-    "clamped": ((6, 4), np.array([[-3, 1], [5, 3], [2, 9]]),
-                dict(offset_dims=(1, 2), collapsed_slice_dims=(), start_index_map=(0, 1),
-                     index_vector_dim=1, slice_sizes=(2, 3))),
-    "permuted_start_map": ((4, 5), np.array([[1, 2], [4, 0]]),
-                           dict(offset_dims=(1,), collapsed_slice_dims=(0,), start_index_map=(1, 0),
-                                index_vector_dim=1, slice_sizes=(1, 2))),
-    "batch_2d": ((7,), np.array([[1, 2], [3, 6]]),
-                 dict(offset_dims=(), collapsed_slice_dims=(0,), start_index_map=(0,), index_vector_dim=2,
-                      slice_sizes=(1,))),
-    "empty_batch": ((5, 3), np.zeros((0,), np.int64),
-                    dict(offset_dims=(1,), collapsed_slice_dims=(0,), start_index_map=(0,),
-                         index_vector_dim=1, slice_sizes=(1, 3))),
-    "empty_slice": ((5, 3), np.array([1, 2]),
-                    dict(offset_dims=(1,), collapsed_slice_dims=(0,), start_index_map=(0,),
-                         index_vector_dim=1, slice_sizes=(1, 0))),
-    "large_rows": ((300, 70), np.arange(0, 3000, 7) % 300,
-                   dict(offset_dims=(1,), collapsed_slice_dims=(0,), start_index_map=(0,), index_vector_dim=1,
-                        slice_sizes=(1, 70))),
-}
+# The shared cases and one large enough for the vectorized row copy.
+GATHERS = {**GATHERS, "large_rows": ((300, 70), np.arange(0, 3000, 7) % 300,
+                                     dict(offset_dims=(1,), collapsed_slice_dims=(0,), start_index_map=(0,),
+                                          index_vector_dim=1, slice_sizes=(1, 70)))}
 
 
 @pytest.mark.parametrize("case", sorted(GATHERS))
@@ -124,37 +101,6 @@ def test_gather(case, index_dtype):
 
 # ----------------------------------------------------------------------------- scatter
 
-SCATTERS = {
-    "rows_repeated": ((5, 3), np.array([4, 0, 2, 2, 4, 4]), (6, 3),
-                      dict(update_window_dims=(1,), inserted_window_dims=(0,),
-                           scatter_dims_to_operand_dims=(0,), index_vector_dim=1)),
-    "elements_2d_index": ((4, 5), np.array([[0, 1], [3, 4], [0, 1], [2, 2]]), (4,),
-                          dict(update_window_dims=(), inserted_window_dims=(0, 1),
-                               scatter_dims_to_operand_dims=(0, 1), index_vector_dim=1)),
-    "out_of_bounds_windows": ((6, 4), np.array([[-1, 0], [5, 1], [4, 2], [1, 1], [2, 3]]), (5, 2, 2),
-                              dict(update_window_dims=(1, 2), inserted_window_dims=(),
-                                   scatter_dims_to_operand_dims=(0, 1), index_vector_dim=1)),
-    "window_dim_first_ivd_0": ((3, 6), np.array([[1, 4, 1]]), (2, 3),
-                               dict(update_window_dims=(0,), inserted_window_dims=(1,),
-                                    scatter_dims_to_operand_dims=(1,), index_vector_dim=0)),
-    "empty_updates": ((5, 3), np.zeros((0,), np.int64), (0, 3),
-                      dict(update_window_dims=(1,), inserted_window_dims=(0,),
-                           scatter_dims_to_operand_dims=(0,), index_vector_dim=1)),
-    "scalar_index_2d_batch": ((7,), np.array([[1, 6], [1, 9]]), (2, 2),
-                              dict(update_window_dims=(), inserted_window_dims=(0,),
-                                   scatter_dims_to_operand_dims=(0,), index_vector_dim=2)),
-}
-
-
-def assign(dtype):
-    def build(module):
-        b = Builder(module, "assign")
-        s = Shape(dtype, ())
-        b.parameter(s, "old")
-        return b.build(b.parameter(s, "new"))
-    return build
-
-
 def affine(dtype):
     """old * 2 + new: neither commutative nor associative, so order matters."""
     def build(module):
@@ -168,7 +114,7 @@ def affine(dtype):
 
 COMBINERS = {"add": lambda d: reducer("add", d), "multiply": lambda d: reducer("multiply", d),
              "maximum": lambda d: reducer("maximum", d), "minimum": lambda d: reducer("minimum", d),
-             "assign": assign, "affine": affine}
+             "assign": assign_computation, "affine": affine}
 
 
 @pytest.mark.parametrize("case", sorted(SCATTERS))

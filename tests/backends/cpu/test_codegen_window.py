@@ -13,6 +13,8 @@ from tessel.backends.interpreter.testing import one_op_module, reducer
 from tessel.compiler.ir import Builder, Shape
 from tessel.runtime import backends
 
+from op_cases import SELECT_CASES, WINDOWS, argmax_reducer
+
 
 def ints(shape, dtype=np.float32, seed=0, low=-4, high=5):
     return np.random.default_rng(seed).integers(low, high, shape).astype(dtype)
@@ -27,15 +29,9 @@ def assert_matches(module, args):
         np.testing.assert_array_equal(g, w)      # small integers: every order of sums is exact
 
 
+# The shared cases, padding around an empty input, and a strided, padded NHWC pool.
 WINDOWS = {
-    "1d_sum": ((7,), dict(window_dimensions=(3,))),
-    "maxpool_2x2": ((4, 6), dict(window_dimensions=(2, 2), window_strides=(2, 2))),
-    "padded": ((5, 4), dict(window_dimensions=(3, 3), padding=((1, 1), (2, 0)))),
-    "base_dilated": ((4,), dict(window_dimensions=(2,), base_dilations=(2,), padding=((1, 0),))),
-    "window_dilated": ((3, 9), dict(window_dimensions=(2, 3), window_dilations=(1, 3), window_strides=(1, 2))),
-    "scalar": ((), dict(window_dimensions=())),
-    "empty_output": ((2, 3), dict(window_dimensions=(3, 1))),
-    "empty_input": ((0, 3), dict(window_dimensions=(1, 2))),
+    **WINDOWS,
     "empty_input_padded": ((0, 3), dict(window_dimensions=(1, 2), padding=((1, 1), (0, 0)))),
     "nhwc_pool": ((2, 9, 9, 5), dict(window_dimensions=(1, 3, 3, 1), window_strides=(1, 2, 2, 1),
                                      padding=((0, 0), (1, 1), (1, 1), (0, 0)))),
@@ -64,24 +60,13 @@ def test_reduce_window_dtypes(dtype):
     assert_matches(module, [x, np.array(0, np_dtype)])
 
 
-def argmax_reducer(module):
-    b = Builder(module, "argmax")
-    v, i = Shape("f32", ()), Shape("s32", ())
-    v0, i0, v1, i1 = b.parameter(v, "v0"), b.parameter(i, "i0"), b.parameter(v, "v1"), b.parameter(i, "i1")
-    gt = b.emit("compare", [v0, v1], {"direction": "GT"})
-    eq = b.emit("compare", [v0, v1], {"direction": "EQ"})
-    lt_index = b.emit("compare", [i0, i1], {"direction": "LT"})
-    first = b.emit("or", [gt, b.emit("and", [eq, lt_index])])
-    return b.build(b.emit("tuple", [b.emit("select", [first, v0, v1]), b.emit("select", [first, i0, i1])]))
-
-
 @pytest.mark.parametrize("case", ["maxpool_2x2", "padded", "window_dilated"])
 def test_variadic_reduce_window_argmax(case):
     shape, attrs = WINDOWS[case]
     x = ints(shape, seed=6)
     pos = np.arange(x.size, dtype=np.int32).reshape(shape)
     module = one_op_module("reduce_window", [Shape("f32", shape), Shape("s32", shape), Shape("f32", ()),
-                                             Shape("s32", ())], {**attrs, "to_apply": argmax_reducer})
+                                             Shape("s32", ())], {**attrs, "to_apply": argmax_reducer("f32")})
     assert_matches(module, [x, pos, np.array(-np.inf, np.float32), np.array(-1, np.int32)])
 
 
@@ -93,14 +78,6 @@ def test_max_pool_through_jit():
 
 
 # ----------------------------------------------------------------------------- select_and_scatter
-
-SELECT_CASES = {
-    "maxpool_grad": ((4, 6), dict(window_dimensions=(2, 2), window_strides=(2, 2))),
-    "overlapping_padded": ((5, 5), dict(window_dimensions=(3, 3), window_strides=(1, 1), padding=((1, 1), (1, 1)))),
-    "strided_1d": ((9,), dict(window_dimensions=(3,), window_strides=(2,), padding=((2, 0),))),
-    "all_padding_windows": ((2,), dict(window_dimensions=(2,), window_strides=(1,), padding=((3, 0),))),
-}
-
 
 @pytest.mark.parametrize("direction", ["GE", "GT", "LE"])
 @pytest.mark.parametrize("case", sorted(SELECT_CASES))
