@@ -704,10 +704,64 @@ def _reduce(ct, eqn):
         hit = convert(compare(x, broadcast(eqn.out, x.aval, kept), "EQ"), x.aval.dtype)
         count = broadcast(reduce_sum(hit, dims), x.aval, kept)
         return [mul(back, div(hit, count)), None]
-    if kind == "multiply":               # d prod / d x_i = prod / x_i (x_i != 0)
-        return [mul(back, div(broadcast(eqn.out, x.aval, kept), x)), None]
+    if kind == "multiply":
+        return _prod_ct(ct, x, init, dims, kept, eqn.active[1])
     raise not_differentiable(f"reduce with reducer {eqn.attrs['to_apply'].name} has no VJP; "
                              f"sum, max, min and prod reductions do")
+
+
+def _prod_ct(ct, x, init, dims, kept, init_active):
+    """d init*prod(x) / d x_i = init * (the product of the other elements). Computed with
+    multiplies only, never prod / x_i (a division by zero when x_i = 0): the reduced
+    elements become the rows of an (n, m) matrix whose product tree gives each row its
+    exclusive product."""
+    reduced = tuple(sorted(dims))
+    perm = reduced + tuple(kept)
+    moved_dims = tuple(x.aval.dims[d] for d in perm)
+    n = math.prod(moved_dims[:len(reduced)])
+    m = math.prod(moved_dims[len(reduced):])
+    rows = reshape(transpose(x, perm), (n, m))
+    ct_row = reshape(ct, (1, m))
+    scaled = mul(ct_row, broadcast(init, ct_row.aval, ()))
+    if n == 0:                                       # nothing reduced: the product is 1
+        product, d_rows = full(ct_row.aval, 1), rows
+    else:
+        product, d_rows = _product_tree_vjp(rows, scaled)
+    dx = transpose(reshape(d_rows, moved_dims), inverse_permutation(perm))
+    d_init = reduce_sum(mul(ct_row, product), (0, 1)) if init_active else None
+    return [dx, d_init]
+
+
+def _product_tree_vjp(rows, ct):
+    """rows: (n, m), n >= 1; ct: (1, m), the cotangent of their column products. Returns
+    (the products (1, m), the cotangent of every row): rows are multiplied in pairs
+    (a padding row of ones when n is odd) down to one, and each pair's cotangent is the
+    cotangent of its product times the other element -- exact with zeros, O(n) work."""
+    n, m = rows.aval.dims
+    if n == 1:
+        return rows, ct
+    odd = n % 2
+    if odd:
+        rows = emit("concatenate", [rows, full(rows.aval.with_dims((1, m)), 1)], {"dimension": 0})
+    half = (n + odd) // 2
+    pairs = reshape(rows, (half, 2, m))
+    first, second = (reshape(_take_index(pairs, 1, k), (half, m)) for k in (0, 1))
+    product, d_pair = _product_tree_vjp(mul(first, second), ct)
+    d_first, d_second = mul(d_pair, second), mul(d_pair, first)
+    d_rows = emit("concatenate", [reshape(d_first, (half, 1, m)), reshape(d_second, (half, 1, m))],
+                  {"dimension": 1})
+    d_rows = reshape(d_rows, (2 * half, m))
+    if odd:
+        d_rows = emit("slice", [d_rows], {"start_indices": (0, 0), "limit_indices": (n, m)})
+    return product, d_rows
+
+
+def _take_index(t, dim: int, index: int):
+    """t[..., index:index+1, ...] along `dim` (the dimension is kept, with size 1)."""
+    starts = [0] * t.aval.rank
+    limits = list(t.aval.dims)
+    starts[dim], limits[dim] = index, index + 1
+    return emit("slice", [t], {"start_indices": tuple(starts), "limit_indices": tuple(limits)})
 
 
 @vjp("reduce_window")

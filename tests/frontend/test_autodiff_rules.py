@@ -99,6 +99,52 @@ def test_max_with_ties_splits_the_gradient_like_jax():
     np.testing.assert_allclose(tessel.grad(lambda x: tnp.maximum(x, 3.0).sum())(x), [0, 0.5, 0.5, 0])
 
 
+def with_zeros(shape, zeros):
+    """Values of magnitude 0.5..1.5, either sign, with exact zeros at `zeros`."""
+    x = r(*shape, lo=0.5, hi=1.5) * rng.choice([-1.0, 1.0], shape)
+    for index in zeros:
+        x[index] = 0.0
+    return x
+
+
+# prod's gradient is the product of the other elements: exact with zeros (one zero: only
+# that element gets a gradient; two in one product: none does), never prod / x.
+PROD_WITH_ZEROS = {
+    "axis_one_zero": (lambda x: tnp.prod(x, axis=1), (3, 5, 2), [(0, 2, 1)]),
+    "axis_two_zeros": (lambda x: tnp.prod(x, axis=1), (3, 5, 2), [(1, 0, 0), (1, 3, 0), (2, 4, 1)]),
+    "all_one_zero": (lambda x: tnp.prod(x), (3, 4), [(2, 1)]),
+    "all_two_zeros": (lambda x: tnp.prod(x), (3, 4), [(0, 0), (2, 3)]),
+    "keepdims_one_zero": (lambda x: tnp.prod(x, axis=(0, 2), keepdims=True), (3, 4, 5), [(1, 2, 3)]),
+    "keepdims_two_zeros": (lambda x: tnp.prod(x, axis=(0, 2), keepdims=True), (3, 4, 5),
+                           [(0, 1, 0), (2, 1, 4)]),
+    "odd_length_no_zero": (lambda x: tnp.prod(x, axis=-1), (2, 7), []),
+    "initial_times_prod": (lambda x: tnp.prod(x, axis=0, initial=3.0), (5, 3), [(4, 2)]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(PROD_WITH_ZEROS))
+def test_prod_with_zeros_matches_differences(name):
+    f, shape, zeros = PROD_WITH_ZEROS[name]
+    check_grad(f, with_zeros(shape, zeros))
+
+
+def test_prod_gradient_is_the_product_of_the_others():
+    x = np.array([2.0, 0.0, 3.0, 5.0, 7.0])
+    np.testing.assert_array_equal(tessel.grad(lambda x: tnp.prod(x))(x), [0, 210, 0, 0, 0])
+    x[3] = 0.0
+    np.testing.assert_array_equal(tessel.grad(lambda x: tnp.prod(x))(x), np.zeros(5))
+    empty = tessel.grad(lambda x: tnp.prod(x, axis=1).sum())(np.ones((3, 0)))
+    assert empty.shape == (3, 0)
+
+
+def test_prod_second_derivative_with_a_zero():
+    """d2 prod / dx_i dx_j is the product of the elements other than i and j, also where
+    one of them is zero (grad of grad goes through the same multiplies)."""
+    x = np.array([2.0, 0.0, 3.0, 5.0])
+    hessian_row = tessel.grad(lambda x: tessel.grad(lambda y: tnp.prod(y))(x)[1])(x)
+    np.testing.assert_array_equal(hessian_row, [15, 0, 10, 6])
+
+
 PAD_WEIGHTS = rng.standard_normal((3, 5, 7))
 
 DATA = {
