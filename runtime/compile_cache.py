@@ -2,6 +2,8 @@
 
     TESSEL_CACHE_DIR=DIR     where entries live (default: $XDG_CACHE_HOME/tessel, else
                              ~/.cache/tessel); "0", "off" or "" (set but empty) disables it
+    TESSEL_CACHE_MAX_BYTES=N the most the entries may take together (default 1 GiB; a
+                             K, M or G suffix counts binary units; "unlimited" for none)
 
 An entry is one file `<key>.tsl` in the container of AOT artifacts (aot/archive.py: a
 zip whose manifest lists a sha256 per member, read with size caps). The key is a sha256
@@ -13,18 +15,32 @@ Writes are atomic (a temporary file renamed over the entry), so processes compil
 same program at once all succeed and readers never see half an entry. An entry that
 fails any check (truncated, damaged, wrong format) is discarded with a warning and the
 program is compiled again.
+
+Size: after each write, the least recently used entries are deleted until the cache
+fits TESSEL_CACHE_MAX_BYTES. "Used" is the entry's modification time, which a write
+sets and every hit moves to now (atime is not usable: noatime/relatime mounts). Other
+processes may be reading an entry that is deleted: a deletion is one unlink, a reader
+that opened the file keeps reading it (POSIX), and a reader that finds it gone treats
+it as a miss, so the worst a concurrent eviction does is one recompile.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
+import time
 import warnings
 from pathlib import Path
 
 ENTRY_FORMAT = "tessel-compile-cache"
 ENTRY_VERSION = 1
 _DISABLED = ("0", "off", "false", "no", "")
+DEFAULT_MAX_BYTES = 1 << 30
+_SIZE = re.compile(r"(\d+)\s*([KMG]?)(?:I?B)?", re.IGNORECASE)
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+# A writer's temporary file this old is a crashed writer's leftover (writes take seconds).
+STALE_TEMPORARY_SECONDS = 3600
 
 
 def directory() -> Path | None:
@@ -39,6 +55,20 @@ def directory() -> Path | None:
 def default() -> "DiskCache | None":
     where = directory()
     return DiskCache(where) if where is not None else None
+
+
+def max_bytes() -> int | None:
+    """TESSEL_CACHE_MAX_BYTES as bytes (None: unlimited); a clear error if malformed."""
+    value = os.environ.get("TESSEL_CACHE_MAX_BYTES", "").strip()
+    if not value:
+        return DEFAULT_MAX_BYTES
+    if value.lower() in ("unlimited", "none", "inf"):
+        return None
+    match = _SIZE.fullmatch(value)
+    if match is None:
+        raise ValueError(f"TESSEL_CACHE_MAX_BYTES={value!r}: expected a size in bytes, optionally "
+                         f"with a K, M or G suffix (e.g. 536870912 or 512M), or 'unlimited'")
+    return int(match[1]) * _UNITS[match[2].upper()]
 
 
 def source_fingerprint(*packages: str) -> str:
@@ -89,8 +119,6 @@ class DiskCache:
         from ..aot import archive
         from ..aot.errors import ArtifactError
         path = self.path(key)
-        if not path.exists():
-            return None
         try:
             with archive.Reader(path) as reader:
                 if "meta.json" not in reader.names():
@@ -101,10 +129,13 @@ class DiskCache:
                     raise ArtifactError(f"{path}: not a version {ENTRY_VERSION} cache entry for this key")
                 members = reader.verify(meta.get("members"), exempt="meta.json")
         except (ArtifactError, ValueError, OSError) as e:
+            if _vanished(e):             # no entry, or evicted by another process meanwhile
+                return None
             warnings.warn(f"tessel: discarding a corrupt compile cache entry ({e}); compiling again",
                           RuntimeWarning, stacklevel=2)
             self.discard(key)
             return None
+        _touch(path)
         return meta, members
 
     def put(self, key: str, meta: dict, members: dict[str, bytes]) -> Path:
@@ -114,10 +145,82 @@ class DiskCache:
                 "members": {n: {"sha256": archive.sha256(d), "size": len(d)} for n, d in members.items()}}
         path = self.path(key)
         archive.write(path, {"meta.json": json.dumps(meta, sort_keys=True).encode(), **members}, durable=False)
+        self.evict(max_bytes(), keep=path)
         return path
+
+    def evict(self, limit: int | None, keep: Path | None = None) -> list[Path]:
+        """Delete least recently used entries until they take at most `limit` bytes
+        (`keep`, the entry just written, goes last); also crashed writers' temporaries.
+        Returns the entries deleted. Safe with other processes reading, writing and
+        evicting at once: each deletion is one unlink, and one that lost a race to
+        another evicter is skipped."""
+        _remove_stale_temporaries(self.root)
+        if limit is None:
+            return []
+        found = _entries(self.root)
+        total = sum(size for _, size, _ in found)
+        found.sort(key=lambda e: (e[2] == keep, e[0]))     # oldest use first, `keep` last
+        deleted = []
+        for _, size, path in found:
+            if total <= limit:
+                break
+            if _unlink(path):
+                deleted.append(path)
+            total -= size            # gone either way (another evicter may have taken it)
+        return deleted
 
     def discard(self, key: str) -> None:
         try:
             self.path(key).unlink()
         except FileNotFoundError:
             pass
+
+
+def _entries(root: Path) -> list[tuple[float, int, Path]]:
+    """(last use, size, path) of every entry; entries that vanish meanwhile are skipped."""
+    found = []
+    for path in root.glob("*.tsl"):
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            continue
+        found.append((st.st_mtime, st.st_size, path))
+    return found
+
+
+def _touch(path: Path) -> None:
+    """Record a use: the entry's modification time becomes now (its bytes are unchanged)."""
+    try:
+        os.utime(path)
+    except OSError:                  # evicted meanwhile, or a read-only cache: not a use to keep
+        pass
+
+
+def _unlink(path: Path) -> bool:
+    try:
+        path.unlink()
+    except FileNotFoundError:        # another process evicted or discarded it first
+        return False
+    except PermissionError:          # open elsewhere on a system that forbids it: keep it
+        return False
+    return True
+
+
+def _remove_stale_temporaries(root: Path) -> None:
+    cutoff = time.time() - STALE_TEMPORARY_SECONDS
+    for path in root.glob(".tsl-*.tmp"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+        except OSError:
+            pass
+
+
+def _vanished(error: BaseException) -> bool:
+    """Whether reading failed because the file is not there (never written, or deleted
+    between our look and our open), not because its contents are bad."""
+    while error is not None:
+        if isinstance(error, FileNotFoundError):
+            return True
+        error = error.__cause__
+    return False
