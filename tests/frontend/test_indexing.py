@@ -7,33 +7,11 @@ import os
 import numpy as np
 import pytest
 
-from tessel.backends import interpreter
-from tessel.compiler import dtypes
-from tessel.compiler.ir import Module, Shape
-from tessel.frontend import core
 from tessel.frontend.indexing import IndexingError, getitem, take
-from tessel.runtime import pytree
+
+from tracing import run, trace
 
 THIS_FILE = os.path.basename(__file__)
-
-
-def trace(fn, *args):
-    """Trace fn with the arrays `args` as parameters; return (module, ...) unevaluated."""
-    module = Module("test")
-    with core.TraceContext(module, "main") as ctx:
-        params = [ctx.parameter(Shape(dtypes.from_numpy(a.dtype), a.shape)) for a in args]
-        leaves, treedef = pytree.flatten(fn(*params))
-        root = ctx.emit("tuple", [core.lift(leaf) for leaf in leaves])
-        ctx.builder.build(root.instr, entry=True)
-    ctx.finished = True
-    return module, treedef
-
-
-def run(fn, *args):
-    """Trace fn with the arrays `args` as parameters, evaluate with the interpreter;
-    return the output leaves as a list."""
-    module, _ = trace(fn, *args)
-    return [np.asarray(v) for v in interpreter.evaluate(module, list(args))]
 
 
 def opcodes(fn, *args) -> list[str]:

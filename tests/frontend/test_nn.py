@@ -7,31 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from tessel.backends import interpreter
-from tessel.compiler import dtypes
-from tessel.compiler.ir import Module, Shape
-from tessel.frontend import core, nn
-from tessel.runtime import pytree
+from tessel.frontend import nn
+
+from tracing import run, trace
 
 RNG = np.random.default_rng(0)
-
-
-def trace(fn, *args):
-    module = Module("test")
-    with core.TraceContext(module, "main") as ctx:
-        params = [ctx.parameter(Shape(dtypes.from_numpy(a.dtype), a.shape)) for a in args]
-        leaves, treedef = pytree.flatten(fn(*params))
-        root = ctx.emit("tuple", [core.lift(leaf) for leaf in leaves])
-        ctx.builder.build(root.instr, entry=True)
-    ctx.finished = True
-    return module, treedef
-
-
-def run(fn, *args):
-    """Trace fn with the arrays `args` as parameters, evaluate with the interpreter;
-    return the output leaves as a list."""
-    module, _ = trace(fn, *args)
-    return [np.asarray(v) for v in interpreter.evaluate(module, list(args))]
 
 
 def run1(fn, *args):

@@ -9,28 +9,15 @@ import pytest
 
 import tessel.numpy as tnp
 from tessel.backends import interpreter
-from tessel.compiler import dtypes
-from tessel.compiler.ir import Module, Shape
-from tessel.frontend import core
 from tessel.runtime import pytree
+
+from tracing import trace
 
 THIS_FILE = os.path.basename(__file__)
 RNG = np.random.default_rng(1)
 
 
 # ----------------------------------------------------------------------------- helpers
-
-def trace(fn, *arrays) -> tuple[Module, object]:
-    """fn traced with `arrays` as parameters, as core.run_eagerly traces (unevaluated)."""
-    module = Module("test")
-    with core.TraceContext(module, "main") as ctx:
-        params = [ctx.parameter(Shape(dtypes.from_numpy(a.dtype), a.shape)) for a in arrays]
-        leaves, treedef = pytree.flatten(fn(*params))
-        root = ctx.emit("tuple", [core.lift(leaf) for leaf in leaves])
-        ctx.builder.build(root.instr, entry=True)
-    ctx.finished = True
-    return module, treedef
-
 
 def traced(fn, *args):
     """fn(*args) traced, with every ndarray argument a parameter, then interpreted."""

@@ -8,24 +8,13 @@ import numpy as np
 import pytest
 
 from tessel.backends import interpreter
-from tessel.compiler import dtypes
-from tessel.compiler.ir import Module, Shape
-from tessel.frontend import core, errors
+from tessel.frontend import errors
 from tessel.runtime import pytree
+
+from tracing import trace
 
 THIS_FILE = os.path.basename(__file__)
 RNG = np.random.default_rng(0)
-
-
-def trace(fn, *args):
-    module = Module("test")
-    with core.TraceContext(module, "main") as ctx:
-        params = [ctx.parameter(Shape(dtypes.from_numpy(a.dtype), a.shape)) for a in args]
-        leaves, treedef = pytree.flatten(fn(*params))
-        root = ctx.emit("tuple", [core.lift(leaf) for leaf in leaves])
-        ctx.builder.build(root.instr, entry=True)
-    ctx.finished = True
-    return module, treedef
 
 
 def run(fn, *args):
