@@ -1019,7 +1019,12 @@ def mean(a, axis=None, dtype=None, out=None, keepdims=False, *, where=None):
     return _convert(_mean(x, _axes(axis, x.ndim), acc, keepdims), out_dt)
 
 
-def _variance(a, axis, dtype, ddof, keepdims, correction, root: bool) -> Tracer:
+def _variance(name, a, axis, dtype, out, ddof, keepdims, where, mean, correction) -> Tracer:
+    """var (name "var") or its square root (name "std")."""
+    _check_out(out, name)
+    _no_where(where, name)
+    if mean is not None:
+        raise _unsupported(f"{name}: mean= is not supported")
     x = _tracer(a)
     if correction is not None:
         ddof = correction
@@ -1030,27 +1035,19 @@ def _variance(a, axis, dtype, ddof, keepdims, correction, root: bool) -> Tracer:
     squares = _reduce(_op("multiply", centered, centered), "add", 0, axes, keepdims)
     denom = builtins.max(_reduced_count(x.shape, axes) - ddof, 0)
     result = _op("divide", squares, _full_like_t(squares, denom))
-    return _convert(_op("sqrt", result) if root else result, out_dt)
+    return _convert(_op("sqrt", result) if name == "std" else result, out_dt)
 
 
 @traceable
 def var(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=None, mean=None,
         correction=None):
-    _check_out(out, "var")
-    _no_where(where, "var")
-    if mean is not None:
-        raise _unsupported("var: mean= is not supported")
-    return _variance(a, axis, dtype, ddof, keepdims, correction, root=False)
+    return _variance("var", a, axis, dtype, out, ddof, keepdims, where, mean, correction)
 
 
 @traceable
 def std(a, axis=None, dtype=None, out=None, ddof=0, keepdims=False, *, where=None, mean=None,
         correction=None):
-    _check_out(out, "std")
-    _no_where(where, "std")
-    if mean is not None:
-        raise _unsupported("std: mean= is not supported")
-    return _variance(a, axis, dtype, ddof, keepdims, correction, root=True)
+    return _variance("std", a, axis, dtype, out, ddof, keepdims, where, mean, correction)
 
 
 @traceable

@@ -439,6 +439,16 @@ def test_var_std(dtype):
         check_np(name, x, axis=1, keepdims=True, rtol=1e-5 if dtype == "float32" else None)
 
 
+@pytest.mark.parametrize("name", ["var", "std"])
+def test_var_std_correction_and_unsupported_options(name):
+    x = data((3, 5), "float64")
+    check_np(name, x, axis=0, correction=1)
+    for option, message in [({"out": np.ones(5)}, "out="), ({"where": x > 0}, "where="),
+                            ({"mean": x.mean(0)}, "mean=")]:
+        with pytest.raises(NotImplementedError, match=f"{name}.*{message}|{message}.*{name}"):
+            getattr(tnp, name)(x, axis=0, **option)
+
+
 def test_reduction_dtypes_and_options():
     x = data((4, 3), np.int32)
     check_np("sum", x, dtype=np.float32)
