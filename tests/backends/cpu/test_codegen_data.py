@@ -7,24 +7,11 @@ import numpy as np
 import pytest
 
 from tessel.backends.cpu import codegen
-from tessel.backends.interpreter import evaluate
 from tessel.compiler import dtypes
 from tessel.compiler.ir import Builder, Module, Shape
 from tessel.compiler.pipeline import optimize
-from tessel.runtime import backends
 
-
-def run_cpu(module, args):
-    return backends.get("cpu").compile(module)(args)
-
-
-def assert_matches_interpreter(module, args):
-    want = evaluate(module, args)
-    want = list(want) if isinstance(want, tuple) else [want]
-    got = run_cpu(module, args)
-    for k, (g, w) in enumerate(zip(got, want)):
-        assert g.shape == w.shape and g.dtype == w.dtype
-        np.testing.assert_array_equal(g, w, err_msg=f"output {k}")
+from cpu_checks import assert_matches_interpreter, run_cpu
 
 
 def values(dtype, shape, rng):

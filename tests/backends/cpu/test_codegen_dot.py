@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from tessel.backends.cpu import codegen
-from tessel.backends.interpreter import evaluate
 from tessel.compiler import dtypes
 from tessel.compiler.ir import Builder, Module, Shape
 from tessel.compiler.pipeline import optimize
-from tessel.runtime import backends
+
+from cpu_checks import assert_matches_interpreter
 
 MATMUL = {"lhs_contracting_dims": (1,), "rhs_contracting_dims": (0,)}
 # (lhs dims, rhs dims, dimension numbers): plain, transposed operands, matvec, batched
@@ -31,19 +31,6 @@ CASES = [
     ((2, 3, 4), (4, 5, 6), {"lhs_contracting_dims": (2,), "rhs_contracting_dims": (0,)}),
     ((4, 0), (0, 6), MATMUL),
 ]
-
-
-def run_cpu(module, args):
-    return backends.get("cpu").compile(module)(args)
-
-
-def assert_matches_interpreter(module, args, rtol, atol):
-    want = evaluate(module, args)
-    want = list(want) if isinstance(want, tuple) else [want]
-    got = run_cpu(module, args)
-    for k, (g, w) in enumerate(zip(got, want)):
-        assert g.shape == w.shape and g.dtype == w.dtype
-        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, err_msg=f"output {k}")
 
 
 def epilogue(b, product, kind):

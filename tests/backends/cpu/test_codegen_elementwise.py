@@ -11,32 +11,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tessel.backends.interpreter import evaluate
 from tessel.compiler import dtypes, ops
 from tessel.compiler.ir import Builder, Module, Shape
 from tessel.compiler.pipeline import optimize
-from tessel.runtime import backends
+
+from cpu_checks import assert_matches_interpreter, run_cpu
 
 # Relative tolerance per dtype: f32/f64 transcendental functions come from mathlib
 # (a few ulp); f16/bf16 results are rounded after every op like the interpreter's.
 RTOL = {"f16": 2e-3, "bf16": 1.6e-2, "f32": 3e-6, "f64": 1e-14}
-
-
-def run_cpu(module, args):
-    return backends.get("cpu").compile(module)(args)
-
-
-def assert_matches_interpreter(module, args, rtol=0.0, atol=0.0):
-    want = evaluate(module, args)
-    want = list(want) if isinstance(want, tuple) else [want]
-    got = run_cpu(module, args)
-    assert len(got) == len(want)
-    for k, (g, w) in enumerate(zip(got, want)):
-        assert g.shape == w.shape and g.dtype == w.dtype, (k, g.shape, w.shape, g.dtype, w.dtype)
-        if w.dtype.kind == "f":
-            np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, equal_nan=True, err_msg=f"output {k}")
-        else:
-            np.testing.assert_array_equal(g, w, err_msg=f"output {k}")
 
 
 def arguments(dtype, shape, rng):

@@ -8,21 +8,11 @@ import numpy as np
 import pytest
 
 import tessel
-from tessel.backends.interpreter import evaluate
 from tessel.backends.interpreter.testing import one_op_module, reducer
 from tessel.compiler.ir import Builder, Shape
-from tessel.compiler.pipeline import optimize
-from tessel.runtime import backends
 
+from cpu_checks import assert_matches_interpreter
 from op_cases import GATHERS, SCATTERS, assign_computation
-
-
-def assert_matches(module, args, optimized=False):
-    want = evaluate(module, args)
-    compiled = optimize(module, "cpu")[0] if optimized else module
-    (got,) = backends.get("cpu").compile(compiled)(args)
-    assert got.shape == want.shape and got.dtype == want.dtype
-    np.testing.assert_array_equal(got, want)
 
 
 def scalar(value, dtype=np.int32):
@@ -40,7 +30,7 @@ def test_dynamic_slice_clamps(starts, index_dtype):
     args = [x] + [scalar(s, index_dtype) for s in starts]
     module = one_op_module("dynamic_slice", [Shape("f32", x.shape)] + [Shape(np.dtype(index_dtype).name.replace(
         "int", "s").replace("us", "u"), ())] * 2, {"slice_sizes": (3, 4)})
-    assert_matches(module, args)
+    assert_matches_interpreter(module, args)
 
 
 @pytest.mark.parametrize("dtype", ["f64", "s8", "pred", "bf16", "f16"])
@@ -50,14 +40,14 @@ def test_dynamic_slice_dtypes_and_ranks(dtype):
         {"f64": np.float64, "s8": np.int8, "bf16": np.float32, "f16": np.float16}[dtype])
     module = one_op_module("dynamic_slice", [Shape(dtype, (3, 4, 5))] + [Shape("s32", ())] * 3,
                            {"slice_sizes": (2, 1, 5)})
-    assert_matches(module, [x, scalar(1), scalar(3), scalar(2)])
+    assert_matches_interpreter(module, [x, scalar(1), scalar(3), scalar(2)])
 
 
 def test_dynamic_slice_0d_and_empty():
     module = one_op_module("dynamic_slice", [Shape("f32", ())], {"slice_sizes": ()})
-    assert_matches(module, [np.array(2.5, np.float32)])
+    assert_matches_interpreter(module, [np.array(2.5, np.float32)])
     module = one_op_module("dynamic_slice", [Shape("f32", (5,)), Shape("s32", ())], {"slice_sizes": (0,)})
-    assert_matches(module, [np.arange(5, dtype=np.float32), scalar(3)])
+    assert_matches_interpreter(module, [np.arange(5, dtype=np.float32), scalar(3)])
 
 
 @pytest.mark.parametrize("starts", [(0, 0), (2, 3), (-4, 1), (9, 99)])
@@ -66,17 +56,17 @@ def test_dynamic_update_slice_clamps(starts):
     u = -np.arange(3 * 4, dtype=np.float32).reshape(3, 4)
     module = one_op_module("dynamic_update_slice", [Shape("f32", x.shape), Shape("f32", u.shape)]
                            + [Shape("s32", ())] * 2)
-    assert_matches(module, [x, u] + [scalar(s) for s in starts])
+    assert_matches_interpreter(module, [x, u] + [scalar(s) for s in starts])
 
 
 def test_dynamic_update_slice_0d_empty_and_whole():
     module = one_op_module("dynamic_update_slice", [Shape("f32", ()), Shape("f32", ())])
-    assert_matches(module, [np.array(1.0, np.float32), np.array(2.0, np.float32)])
+    assert_matches_interpreter(module, [np.array(1.0, np.float32), np.array(2.0, np.float32)])
     module = one_op_module("dynamic_update_slice", [Shape("s32", (4,)), Shape("s32", (0,)), Shape("s32", ())])
-    assert_matches(module, [np.arange(4, dtype=np.int32), np.zeros(0, np.int32), scalar(2)])
+    assert_matches_interpreter(module, [np.arange(4, dtype=np.int32), np.zeros(0, np.int32), scalar(2)])
     module = one_op_module("dynamic_update_slice", [Shape("f64", (4, 3)), Shape("f64", (4, 3))]
                            + [Shape("s64", ())] * 2)
-    assert_matches(module, [np.zeros((4, 3)), np.ones((4, 3)), scalar(5, np.int64), scalar(-1, np.int64)])
+    assert_matches_interpreter(module, [np.zeros((4, 3)), np.ones((4, 3)), scalar(5, np.int64), scalar(-1, np.int64)])
 
 
 # ----------------------------------------------------------------------------- gather
@@ -96,7 +86,7 @@ def test_gather(case, index_dtype):
     indices = indices.astype({"s32": np.int32, "s64": np.int64, "u8": np.uint8}[index_dtype])
     operand = np.arange(np.prod(shape), dtype=np.float32).reshape(shape)
     module = one_op_module("gather", [Shape("f32", shape), Shape(index_dtype, indices.shape)], attrs)
-    assert_matches(module, [operand, indices])
+    assert_matches_interpreter(module, [operand, indices])
 
 
 # ----------------------------------------------------------------------------- scatter
@@ -127,7 +117,7 @@ def test_scatter(case, combine):
     indices = indices.astype(np.int32)
     module = one_op_module("scatter", [Shape("f32", shape), Shape("s32", indices.shape), Shape("f32", upd_shape)],
                            {**attrs, "to_apply": COMBINERS[combine]("f32")})
-    assert_matches(module, [operand, indices, updates])
+    assert_matches_interpreter(module, [operand, indices, updates])
 
 
 @pytest.mark.parametrize("dtype", ["s32", "bf16", "f64", "pred"])
@@ -142,7 +132,7 @@ def test_scatter_dtypes(dtype):
     reduce = reducer("or" if dtype == "pred" else "add", dtype)
     module = one_op_module("scatter", [Shape(dtype, shape), Shape("u32", indices.shape), Shape(dtype, upd_shape)],
                            {**attrs, "to_apply": reduce})
-    assert_matches(module, [operand, indices.astype(np.uint32), updates])
+    assert_matches_interpreter(module, [operand, indices.astype(np.uint32), updates])
 
 
 # ----------------------------------------------------------------------------- in programs

@@ -7,26 +7,13 @@ import numpy as np
 import pytest
 
 from tessel.backends.cpu import kernels_elementwise, kernels_misc
-from tessel.backends.interpreter import evaluate
 from tessel.backends.interpreter.testing import one_op_module
 from tessel.compiler.ir import Builder, Module, Shape, TupleShape
 from tessel.runtime import backends
 
+from cpu_checks import assert_matches_interpreter, run_cpu
+
 F32_3 = Shape("f32", (3,))
-
-
-def run_cpu(module, args):
-    return backends.get("cpu").compile(module)(args)
-
-
-def assert_matches(module, args):
-    want = evaluate(module, args)
-    want = list(want) if isinstance(want, tuple) else [want]
-    got = run_cpu(module, args)
-    assert len(got) == len(want)
-    for g, w in zip(got, want):
-        assert g.shape == w.shape and g.dtype == w.dtype
-        np.testing.assert_array_equal(g, w)
 
 
 @pytest.mark.parametrize("shape", [(2, 3), (4,), (), (0,), (3, 5), (1000, 37)])
@@ -35,13 +22,13 @@ def assert_matches(module, args):
 def test_rng_bit_generator(shape, state):
     module = one_op_module("rng_bit_generator", [Shape("u32", (4,))],
                            shape=TupleShape([Shape("u32", (4,)), Shape("u32", shape)]))
-    assert_matches(module, [np.array(state, np.uint32)])
+    assert_matches_interpreter(module, [np.array(state, np.uint32)])
 
 
 @pytest.mark.parametrize("reduction", ["sum", "mean", "max", "min"])
 def test_all_reduce_is_a_copy(reduction):
-    assert_matches(one_op_module("all_reduce", [Shape("s32", (2, 3))], {"reduction": reduction}),
-                   [np.arange(6, dtype=np.int32).reshape(2, 3)])
+    assert_matches_interpreter(one_op_module("all_reduce", [Shape("s32", (2, 3))], {"reduction": reduction}),
+                               [np.arange(6, dtype=np.int32).reshape(2, 3)])
 
 
 def send_recv_module(sends=1):
@@ -56,11 +43,11 @@ def send_recv_module(sends=1):
 
 
 def test_send_then_recv():
-    assert_matches(send_recv_module(), [np.array([1.0, 2.0, 3.0], np.float32)])
+    assert_matches_interpreter(send_recv_module(), [np.array([1.0, 2.0, 3.0], np.float32)])
 
 
 def test_channels_are_first_in_first_out():
-    assert_matches(send_recv_module(sends=2), [np.array([1.0, 2.0, 3.0], np.float32)])
+    assert_matches_interpreter(send_recv_module(sends=2), [np.array([1.0, 2.0, 3.0], np.float32)])
 
 
 def test_recv_without_send_is_a_compile_error():

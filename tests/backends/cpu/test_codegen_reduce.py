@@ -14,18 +14,7 @@ from tessel.compiler.ir import Builder, Module, Shape
 from tessel.compiler.pipeline import optimize
 from tessel.runtime import backends
 
-
-def run_cpu(module, args):
-    return backends.get("cpu").compile(module)(args)
-
-
-def assert_matches_interpreter(module, args, rtol=0.0, atol=0.0):
-    want = evaluate(module, args)
-    want = list(want) if isinstance(want, tuple) else [want]
-    got = run_cpu(module, args)
-    for k, (g, w) in enumerate(zip(got, want)):
-        assert g.shape == w.shape and g.dtype == w.dtype
-        np.testing.assert_allclose(g, w, rtol=rtol, atol=atol, err_msg=f"output {k}")
+from cpu_checks import assert_matches_interpreter, run_cpu
 
 
 INITS = {"add": 0, "multiply": 1, "maximum": "lowest", "minimum": "highest"}

@@ -8,19 +8,10 @@ import pytest
 
 import tessel
 import tessel.numpy as tnp
-from tessel.backends.interpreter import evaluate
 from tessel.backends.interpreter.testing import one_op_module, reducer
 from tessel.compiler.ir import Builder, Shape
-from tessel.runtime import backends
 
-
-def assert_matches(module, args):
-    want = evaluate(module, args)
-    want = list(want) if isinstance(want, tuple) else [want]
-    got = backends.get("cpu").compile(module)(args)
-    for g, w in zip(got, want):
-        assert g.shape == w.shape and g.dtype == w.dtype
-        np.testing.assert_array_equal(g, w)
+from cpu_checks import assert_matches_interpreter
 
 
 @pytest.mark.parametrize("shape,dim", [((37,), 0), ((5, 33), 1), ((33, 5), 0), ((3, 4, 17), 1), ((1,), 0),
@@ -30,7 +21,7 @@ def test_sort(shape, dim, direction):
     x = np.random.default_rng(0).integers(-20, 20, shape).astype(np.float32)     # ties
     comparator = reducer("compare", "f32", direction=direction)
     module = one_op_module("sort", [Shape("f32", shape)], {"dimension": dim, "is_stable": True, "comparator": comparator})
-    assert_matches(module, [x])
+    assert_matches_interpreter(module, [x])
 
 
 def key_only_comparator(module):
@@ -48,7 +39,7 @@ def test_sort_two_operands_is_stable():
     values = np.broadcast_to(np.arange(50, dtype=np.float64), (3, 50)).copy()
     module = one_op_module("sort", [Shape("s32", (3, 50)), Shape("f64", (3, 50))],
                            {"dimension": 1, "comparator": key_only_comparator})
-    assert_matches(module, [keys, values])
+    assert_matches_interpreter(module, [keys, values])
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.int32, np.float64])
@@ -66,11 +57,11 @@ def test_sort_window_and_gather_kernels_on_every_dtype(dtype):
     rng = np.random.default_rng(0)
     x = rng.integers(0, 2 if dtype == "pred" else 100, (3, 17)).astype(np_dtype)
     combine = "or" if dtype == "pred" else "maximum"
-    assert_matches(one_op_module("sort", [Shape(dtype, (3, 17))], {
+    assert_matches_interpreter(one_op_module("sort", [Shape(dtype, (3, 17))], {
         "dimension": 1, "comparator": reducer("compare", dtype, direction="LT")}), [x])
-    assert_matches(one_op_module("reduce_window", [Shape(dtype, (3, 17)), Shape(dtype, ())], {
+    assert_matches_interpreter(one_op_module("reduce_window", [Shape(dtype, (3, 17)), Shape(dtype, ())], {
         "window_dimensions": (2, 3), "to_apply": reducer(combine, dtype)}), [x, np.array(0, np_dtype)])
     gather = dict(offset_dims=(1,), collapsed_slice_dims=(0,), start_index_map=(0,), index_vector_dim=1,
                   slice_sizes=(1, 17))
-    assert_matches(one_op_module("gather", [Shape(dtype, (3, 17)), Shape("s32", (4, 1))], gather),
-                   [x, np.array([[2], [0], [5], [-1]], np.int32)])
+    assert_matches_interpreter(one_op_module("gather", [Shape(dtype, (3, 17)), Shape("s32", (4, 1))], gather),
+                               [x, np.array([[2], [0], [5], [-1]], np.int32)])

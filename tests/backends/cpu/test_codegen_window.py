@@ -11,22 +11,13 @@ from tessel import lax
 from tessel.backends.interpreter import evaluate
 from tessel.backends.interpreter.testing import one_op_module, reducer
 from tessel.compiler.ir import Builder, Shape
-from tessel.runtime import backends
 
+from cpu_checks import assert_matches_interpreter
 from op_cases import SELECT_CASES, WINDOWS, argmax_reducer
 
 
 def ints(shape, dtype=np.float32, seed=0, low=-4, high=5):
     return np.random.default_rng(seed).integers(low, high, shape).astype(dtype)
-
-
-def assert_matches(module, args):
-    want = evaluate(module, args)
-    want = list(want) if isinstance(want, tuple) else [want]
-    got = backends.get("cpu").compile(module)(args)
-    for g, w in zip(got, want):
-        assert g.shape == w.shape and g.dtype == w.dtype
-        np.testing.assert_array_equal(g, w)      # small integers: every order of sums is exact
 
 
 # The shared cases, padding around an empty input, and a strided, padded NHWC pool.
@@ -46,7 +37,7 @@ def test_reduce_window(op, case):
     init = np.array({"add": 0.5, "maximum": -10.0, "minimum": 10.0, "multiply": 1.0}[op], np.float32)
     module = one_op_module("reduce_window", [Shape("f32", shape), Shape("f32", ())],
                            {**attrs, "to_apply": reducer(op, "f32")})
-    assert_matches(module, [x, init])
+    assert_matches_interpreter(module, [x, init])
 
 
 @pytest.mark.parametrize("dtype", ["s32", "s8", "f64", "bf16", "pred"])
@@ -57,7 +48,7 @@ def test_reduce_window_dtypes(dtype):
     op = "or" if dtype == "pred" else "add"
     module = one_op_module("reduce_window", [Shape(dtype, shape), Shape(dtype, ())],
                            {**attrs, "to_apply": reducer(op, dtype)})
-    assert_matches(module, [x, np.array(0, np_dtype)])
+    assert_matches_interpreter(module, [x, np.array(0, np_dtype)])
 
 
 @pytest.mark.parametrize("case", ["maxpool_2x2", "padded", "window_dilated"])
@@ -67,7 +58,7 @@ def test_variadic_reduce_window_argmax(case):
     pos = np.arange(x.size, dtype=np.int32).reshape(shape)
     module = one_op_module("reduce_window", [Shape("f32", shape), Shape("s32", shape), Shape("f32", ()),
                                              Shape("s32", ())], {**attrs, "to_apply": argmax_reducer("f32")})
-    assert_matches(module, [x, pos, np.array(-np.inf, np.float32), np.array(-1, np.int32)])
+    assert_matches_interpreter(module, [x, pos, np.array(-np.inf, np.float32), np.array(-1, np.int32)])
 
 
 def test_max_pool_through_jit():
@@ -91,7 +82,7 @@ def test_select_and_scatter(direction, case):
     module = one_op_module("select_and_scatter", [Shape("f32", shape), Shape("f32", out_shape), Shape("f32", ())],
                            {**attrs, "select": reducer("compare", "f32", direction=direction),
                             "scatter": reducer("add", "f32")})
-    assert_matches(module, [operand, source, np.array(0.25, np.float32)])
+    assert_matches_interpreter(module, [operand, source, np.array(0.25, np.float32)])
 
 
 def test_select_and_scatter_integers():
@@ -100,7 +91,7 @@ def test_select_and_scatter_integers():
     module = one_op_module("select_and_scatter", [Shape("s32", shape), Shape("s32", (5, 5)), Shape("s32", ())],
                            {**attrs, "select": reducer("compare", "s32", direction="GE"),
                             "scatter": reducer("add", "s32")})
-    assert_matches(module, [operand, source, np.array(0, np.int32)])
+    assert_matches_interpreter(module, [operand, source, np.array(0, np.int32)])
 
 
 def test_select_with_a_call_inside():
@@ -116,4 +107,4 @@ def test_select_with_a_call_inside():
 
     module = one_op_module("select_and_scatter", [Shape("s32", shape), Shape("s32", (5, 5)), Shape("s32", ())],
                            {**attrs, "select": call_compare, "scatter": reducer("add", "s32")})
-    assert_matches(module, [operand, source, np.array(0, np.int32)])
+    assert_matches_interpreter(module, [operand, source, np.array(0, np.int32)])
