@@ -313,7 +313,7 @@ class DotKernel:
                 width = v.type.count if isinstance(v.type, ir.VectorType) else 1
                 ev = Evaluator(b, width, self.kc.mathlib, leaves=leaves,
                                constants=self.kc.constant_provider())
-                row_out.append(self._epilogue_value(ev, v, r, start))
+                row_out.append(_at_width_one(b, v, lambda s: self._epilogue_value(ev, s, r, start)))
                 start = L.add(b, start, width)
             out.append(row_out)
         return out
@@ -418,3 +418,14 @@ def emit_integer_dot(kc, comp: Computation, dot: Instruction, outputs: list, ope
     # width 1: the vectorizability dry run is skipped for integer dots (scalar loops)
     emit_elemental_kernel(kc, f"idot.{kc.name_hint()}", dims, outputs[:1] + list(operands), make_point,
                           [], 2 * math.prod(contracting) + element_cost(work), scalar=True)
+
+
+def _at_width_one(b: ir.IRBuilder, value: ir.Value, compute) -> ir.Value:
+    """compute(value), where a one-lane vector tile piece (the tiny GEMM's last column
+    chunk when N leaves one over, e.g. a 0-d dot) is evaluated as the scalar the
+    Evaluator uses at width 1 and put back into its <1 x T> for the GEMM's stores."""
+    if not (isinstance(value.type, ir.VectorType) and value.type.count == 1):
+        return compute(value)
+    lane = L.const(0, L.I32)
+    scalar = compute(b.extract_element(value, lane))
+    return b.insert_element(ir.Constant(L.vector(scalar.type, 1), ir.Undefined), scalar, lane)

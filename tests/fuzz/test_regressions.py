@@ -74,3 +74,32 @@ ENTRY main {
 def test_gather_collapsing_an_empty_dim_is_rejected():
     with pytest.raises(ValueError, match=r"gather collapsed_slice_dims must have size 1: collapsed \[0\], slice_sizes \[0\]"):
         parse_module(GATHER_COLLAPSING_AN_EMPTY_DIM)
+
+
+# A 0-d dot (M = N = 1) with an epilogue fused into the GEMM: the tiny GEMM path hands
+# the epilogue its last column chunk as a one-lane vector <1 x T>, while the epilogue's
+# Evaluator at width 1 works on scalars, so LLVM refused `fmul <1 x double>, double`
+# ("Operands must be the same type") and the clamp's maxnum ("Intrinsic has incorrect
+# argument type"). Fixed in backends/cpu/kernels_dot.py (_at_width_one): the lane is
+# extracted, the epilogue runs on the scalar, and the result goes back into the vector.
+SCALAR_DOT_WITH_EPILOGUE = """
+HloModule fuzz
+
+ENTRY main {
+  p0 = {dt}[3] parameter(0)
+  p1 = {dt}[3] parameter(1)
+  dot = {dt}[] dot_general(p0, p1), lhs_contracting_dims={0}, rhs_contracting_dims={0}
+  p2 = {dt}[] parameter(2)
+  p3 = {dt}[] parameter(3)
+  ROOT result = {dt}[] {epilogue}
+}
+"""
+
+
+@pytest.mark.parametrize("epilogue", ["multiply(dot, p2)", "clamp(p2, dot, p3)"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_scalar_dot_feeding_multiply_or_clamp(dtype, epilogue):
+    text = SCALAR_DOT_WITH_EPILOGUE.replace("{dt}", np.dtype(dtype).name.replace("float", "f"))
+    args = [np.array([1.5, -2, 0.25], dtype), np.array([2, 0.5, -4], dtype),
+            np.array(-0.75, dtype), np.array(3, dtype)]
+    assert_backends_agree(text.replace("{epilogue}", epilogue), args, inexact=[True])
