@@ -84,7 +84,10 @@ class ConvKernel(DotKernel):
         b, b_strides = self._kernel()
         root = self.comp.root
         epilogue = None
-        if g.feature_last and root is not self.dot and self._epilogue_vectorizes():
+        # The GEMM stores C's dtype: an epilogue that changes it (a convert) runs in the
+        # epilogue pass over C in scratch instead.
+        if (g.feature_last and root is not self.dot and root.shape.dtype == self.gemm_dtype
+                and self._epilogue_vectorizes()):
             epilogue = self._epilogue
         fused = g.feature_last and (root is self.dot or epilogue is not None)
         c = self.outputs[0] if fused else self.kc.temp(self.dot.shape.nbytes)

@@ -103,3 +103,26 @@ def test_scalar_dot_feeding_multiply_or_clamp(dtype, epilogue):
     args = [np.array([1.5, -2, 0.25], dtype), np.array([2, 0.5, -4], dtype),
             np.array(-0.75, dtype), np.array(3, dtype)]
     assert_backends_agree(text.replace("{epilogue}", epilogue), args, inexact=[True])
+
+
+# A convolution with a dtype-changing epilogue (convert f64 -> f32) in its output fusion:
+# the implicit GEMM fused the epilogue and stored f64 words into the f32 output, writing
+# past its end (heap corruption, a later crash) and in the wrong places. The dot kernel
+# already kept such epilogues out of the GEMM; fixed in backends/cpu/kernels_conv.py the
+# same way: the convert runs in the epilogue pass over the product in scratch.
+CONVOLUTION_THEN_CONVERT = """
+HloModule fuzz
+
+ENTRY main {
+  p0 = f64[2,6,3] parameter(0)
+  p1 = f64[2,3,4] parameter(1)
+  convolution = f64[2,5,4] convolution(p0, p1), window_strides={1}, padding={{0,0}}, dim_labels="b0f_0io->b0f"
+  ROOT convert = f32[2,5,4] convert(convolution)
+}
+"""
+
+
+def test_convolution_with_a_converting_epilogue():
+    rng = np.random.default_rng(0)
+    args = [rng.standard_normal((2, 6, 3)), rng.standard_normal((2, 3, 4))]
+    assert_backends_agree(CONVOLUTION_THEN_CONVERT, args, inexact=[True])
