@@ -19,6 +19,7 @@ from .passes.multi_output_fusion import MultiOutputFusion
 from .passes.output_fusion import OutputFusion
 from .passes.reduction_fusion import ReductionFusion
 from .passes.schedule import Scheduler
+from .passes.zero_elements import ZeroElementFolding
 
 SIMPLIFY_MAX_ITERATIONS = 16
 
@@ -94,9 +95,10 @@ def systolic_pipeline() -> list:
     # assignment and simplification tidy up as for the CPU. DotLayout puts dot operands
     # in the order the array streams them; it runs after the simplifier, which would fold
     # its transposes back into the dots, and DCE clears what it replaced. Scheduling
-    # comes last, as everywhere.
-    return shared_prefix() + [SystolicConvolutionExpander(), LayoutAssignment(), simplification(),
-                              DotLayout(), DCE(), Scheduler()]
+    # comes last, as everywhere. Zero-element folding goes first: the machine moves data
+    # in rows and columns and has no transfer of nothing (compiler/passes/zero_elements.py).
+    return shared_prefix() + [ZeroElementFolding(), SystolicConvolutionExpander(), LayoutAssignment(),
+                              simplification(), DotLayout(), DCE(), Scheduler()]
 
 
 def placement_pipeline(mode, default: str) -> list:

@@ -215,6 +215,8 @@ class Lowering:
     def emits_code(self, instr: Instruction) -> bool:
         if instr in self.grouped:
             return instr is self.grouped[instr].last
+        if not instr.shape.is_tuple and instr.shape.size == 0:
+            return False        # nothing to compute or move (the pipeline folds most of these)
         return (instr.opcode not in STORAGE_OPS + ALIAS_OPS and instr not in self.fused
                 and instr not in self.view_source and instr not in self.inlined)
 
@@ -361,6 +363,8 @@ class Lowering:
         written = set()
         for k, leaf in enumerate(self.root_leaves):
             slot = self.image.outputs[k]
+            if leaf.shape.size == 0:
+                continue
             if leaf in written or self.address.get(leaf) != slot:
                 vector.copy(self, self.view_of(leaf), View.row_major(slot, leaf.shape.dims))
             written.add(leaf)

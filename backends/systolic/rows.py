@@ -169,7 +169,7 @@ def _merge(groups, open_groups, member_of, step):
 def lower_row_group(lw, group: RowGroup) -> None:
     rows = math.prod(group.rows)
     inputs = group.inputs()
-    sources = {i: operand(lw, i) for i in inputs}
+    sources = {i: _source(lw, i, group) for i in inputs}
     widths = {m: m.shape.dims[-1] for m in group.members if group.kinds[m] == "full"}
     outputs = [m for m in group.members if lw.stored(m)]
     blocks_of = {m: lane_blocks(c, lw.lanes) for m, c in widths.items()}
@@ -184,7 +184,7 @@ def lower_row_group(lw, group: RowGroup) -> None:
             src = sources[i]
             if isinstance(src, Imm):
                 loaded[i] = src
-            elif _is_per_row_input(i, group):
+            elif _is_per_row_input(i, group) or i.shape.rank == 0:
                 loaded[i] = [_per_row_tile(lw, src, r0, count)]
             else:
                 loaded[i] = [load_tile(lw, src, r0, count, c0, w) for c0, w in lane_blocks(_cols(i), lw.lanes)]
@@ -201,6 +201,15 @@ def lower_row_group(lw, group: RowGroup) -> None:
         release(lw, {t for v in loaded.values() if not isinstance(v, Imm) for t in v} | set(temps))
 
     pipelined(range(0, rows, n), load, compute)
+
+
+def _source(lw, instr: Instruction, group: RowGroup):
+    """How the group reads an input: a 0-d one (clamp's bounds) as a per-row value
+    broadcast over the group's rows."""
+    src = operand(lw, instr)
+    if instr.shape.rank == 0 and group.rows and not isinstance(src, Imm):
+        src = src.broadcast(group.rows, ())
+    return src
 
 
 def _chunk(lw, rows: int, tiles: int) -> int:

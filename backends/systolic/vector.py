@@ -165,6 +165,19 @@ def operand(lw, instr: Instruction):
     return lw.view_of(instr)
 
 
+def leaf_operands(lw, tree: "Tree") -> list:
+    """How the tree reads its leaves. A 0-d leaf of a tree with dims (clamp's scalar
+    bounds: the one elementwise op whose operands may be scalars) is read broadcast."""
+    dims = tree.root.shape.dims
+    inputs = []
+    for leaf in tree.leaves:
+        read = operand(lw, leaf)
+        if leaf.shape.rank == 0 and dims and not isinstance(read, Imm):
+            read = read.broadcast(dims, ())
+        inputs.append(read)
+    return inputs
+
+
 # ----------------------------------------------------------------------------- expression trees
 
 @dataclass
@@ -335,7 +348,7 @@ ELEMENTWISE = {
 
 def lower_elementwise(lw, instr: Instruction) -> None:
     tree = tree_of(lw, instr)
-    inputs = [operand(lw, leaf) for leaf in tree.leaves]
+    inputs = leaf_operands(lw, tree)
     rowwise(lw, lw.view_of(instr), inputs, lambda tiles, n: evaluate(lw, tree, tiles, n),
             tiles_per_row=tree.tiles_per_row)
 
@@ -437,7 +450,7 @@ def _reduce_lanes(lw, kind: str, tree: Tree, out: View, init) -> None:
     rows, cols = math.prod(dims[:-1]), dims[-1]
     out_col = out.with_(dims=(rows, 1), strides=(out.esize, out.esize))
     blocks = lane_blocks(cols, lw.lanes)
-    inputs = [operand(lw, leaf) for leaf in tree.leaves]
+    inputs = leaf_operands(lw, tree)
     n = chunk_rows(lw, rows, len(blocks) * tree.tiles_per_row + 2)
 
     def load(r0):

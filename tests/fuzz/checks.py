@@ -57,12 +57,14 @@ def magnitude(module, args) -> float:
     return biggest
 
 
-def mismatch(got, want, inexact: list[bool], scale: float, what: str) -> str | None:
-    """Why `got` differs from `want` beyond the tolerances, or None."""
+def mismatch(got, want, inexact: list[bool], scale: float, what: str, atol=None) -> str | None:
+    """Why `got` differs from `want` beyond the tolerances, or None. `atol`: per result,
+    an absolute allowance on top (a backend's documented rounding, matrix_error_bound)."""
     got, want = leaves(got), leaves(want)
     if len(got) != len(want):
         return f"{what}: {len(got)} results, expected {len(want)}"
-    for k, (g, w, loose) in enumerate(zip(got, want, inexact)):
+    atol = atol or [0.0] * len(want)
+    for k, (g, w, loose, extra) in enumerate(zip(got, want, inexact, atol)):
         if g.shape != w.shape or g.dtype != w.dtype:
             return f"{what}: result {k} is {g.dtype}{list(g.shape)}, expected {w.dtype}{list(w.shape)}"
         if w.dtype.kind != "f":
@@ -80,11 +82,12 @@ def mismatch(got, want, inexact: list[bool], scale: float, what: str) -> str | N
             bad = gf != wf
         else:
             rtol = INEXACT_RTOL[_dtype_name(w)]
-            bad = np.abs(gf - wf) > rtol * np.abs(wf) + rtol * scale
+            bad = np.abs(gf - wf) > rtol * np.abs(wf) + rtol * scale + extra
         if bad.any():
             i = int(np.argmax(bad))
             return (f"{what}: result {k} ({'inexact' if loose else 'exact'}) differs: "
-                    f"got {gf[i]!r}, expected {wf[i]!r} (finite element {i}, scale {scale:g})")
+                    f"got {gf[i]!r}, expected {wf[i]!r} (finite element {i}, scale {scale:g}"
+                    f"{f', matrix-unit allowance {extra:g}' if extra else ''})")
     return None
 
 
@@ -123,7 +126,7 @@ def check_pipelines(program, backends_to_optimize=("interpreter", "cpu")) -> dic
         module, _ = optimize(program.module, backend)
         got = evaluate(module, program.args)
         problem = mismatch(got, want, program.inexact, scale, f"{backend} pipeline on the interpreter")
-        assert problem is None, f"{problem}\n--- program ---\n{program.text()}"
+        assert problem is None, f"{problem}\n{program.reproduction()}"
         optimized[backend] = module
     return {"want": want, "scale": scale, "optimized": optimized}
 
@@ -133,4 +136,81 @@ def check_backend(program, backend: str, reference: dict):
     module = reference["optimized"][backend]
     got = backends.get(backend).compile(module)([np.array(a, copy=True) for a in program.args])
     problem = mismatch(got, reference["want"], program.inexact, reference["scale"], f"{backend} backend")
-    assert problem is None, f"{problem}\n--- program ---\n{program.text()}"
+    assert problem is None, f"{problem}\n{program.reproduction()}"
+
+
+# ----------------------------------------------------------------------------- systolic
+
+def matrix_error_bound(program, mode: str = "nearest") -> list[float]:
+    """Per result: how far the systolic machine may be from the interpreter because its
+    matrix unit multiplies bf16-rounded operands (docs/systolic-backend.md, "Accuracy").
+
+    Each dot_general / convolution is within dot_relative_bound(K, against="f32") of
+    |A| |B| (the same op on the operands' absolute values, evaluated here); a result
+    carries the errors of the matrix ops it depends on through ops that do not amplify
+    them (systolic_programs.MATRIX_ERROR_OK), so its bound is their sum, each op counted
+    as often as it reaches the result (Program.matrix_terms), taking the op's largest
+    finite |A| |B|. Elements whose |A| |B| overflows are inf or NaN on both sides (the
+    NaN/inf positions are compared exactly)."""
+    from tessel.backends.systolic.reference import dot_relative_bound
+    from tessel.compiler import ops
+    names = sorted({name for terms in program.matrix_terms for name in terms})
+    if not names:
+        return [0.0] * len(program.inexact)
+    probe = clone_module(program.module, "matrix_magnitudes")
+    entry = probe.entry
+    by_name = {i.name: i for i in entry.instructions}
+    magnitudes = []
+    for name in names:
+        op = by_name[name]
+        absolute = [_emit(probe, entry, "abs", [o]) for o in op.operands]
+        magnitudes.append(_emit(probe, entry, op.opcode, absolute, op.attrs, op.shape))
+    root = _emit(probe, entry, "tuple", magnitudes)
+    entry.root = root
+    bound = {}
+    for name, value in zip(names, leaves(evaluate(probe, program.args))):
+        finite = value[np.isfinite(value)]
+        largest = float(finite.max()) if finite.size else 0.0
+        bound[name] = dot_relative_bound(_contraction_depth(by_name[name]), mode, "f32") * largest
+    return [sum(count * bound[name] for name, count in terms.items()) for terms in program.matrix_terms]
+
+
+def _emit(module, computation, opcode, operands, attrs=None, shape=None):
+    from tessel.compiler import ops
+    shape = shape or ops.infer_shape(opcode, [o.shape for o in operands], attrs or {})
+    instr = Instruction(module.unique_name(f"probe_{opcode}"), opcode, list(operands), shape, attrs or {})
+    computation.add(instr)
+    return instr
+
+
+def _contraction_depth(op) -> int:
+    """K: how many products one result element sums."""
+    from tessel.compiler import ops
+    lhs, rhs = (o.shape for o in op.operands)
+    if op.opcode == "dot_general":
+        return int(np.prod([lhs.dims[d] for d in op.attrs["lhs_contracting_dims"]], dtype=np.int64))
+    dn = ops.parse_dim_labels(op.attrs["dim_labels"])
+    taps = np.prod([rhs.dims[d] for d in dn.kernel_spatial], dtype=np.int64)
+    return int(taps * rhs.dims[dn.kernel_in])
+
+
+def systolic_rounding_mode() -> str:
+    from tessel.backends.systolic.executable import default_config
+    return {"nearest_even": "nearest", "truncate": "truncate"}[default_config().bf16_rounding]
+
+
+def check_systolic(program, reference: dict) -> str | None:
+    """The systolic backend runs its optimized module like the interpreter runs the
+    unoptimized one, within the matrix-unit bound. Returns the backend's refusal
+    (UnsupportedOp: check_supported's reason) instead when it cannot run the program."""
+    from tessel.backends.systolic.codegen import UnsupportedOp
+    module = reference["optimized"]["systolic"]
+    try:
+        run = backends.get("systolic").compile(module)
+    except UnsupportedOp as e:
+        return str(e)
+    got = run([np.array(a, copy=True) for a in program.args])
+    atol = matrix_error_bound(program, systolic_rounding_mode())
+    problem = mismatch(got, reference["want"], program.inexact, reference["scale"], "systolic backend", atol)
+    assert problem is None, f"{problem}\n{program.reproduction()}"
+    return None

@@ -48,12 +48,16 @@ ROUNDS_DIFFERENTLY = {"exp", "log", "log1p", "expm1", "tanh", "logistic", "sin",
 NEEDS_EXACT_OPERANDS = {"compare", "floor", "ceil", "round", "sign", "is_finite", "convert",
                         "divide", "remainder", "power", "atan2", "log", "log1p", "sqrt", "rsqrt",
                         "sort", "select_and_scatter"}
-# Not generated, and why: produced by the compiler, not written by users (fusion);
-# meaningful only with registered emitters or several devices (custom_call, send, recv,
-# all_reduce and the other collectives); parameter/constant/tuple/get_tuple_element
-# appear as plumbing of others.
-NOT_GENERATED = {"fusion", "custom_call", "send", "recv", "all_reduce", "all_gather",
-                 "collective_broadcast"}
+# Ops of compiler/ops.py never generated, and why (the campaign prints this);
+# parameter/constant/tuple/get_tuple_element appear as plumbing of the others.
+_NEEDS_DEVICES = "a collective: needs several devices (tests/distributed covers it)"
+NOT_GENERATED = {
+    "fusion": "made by the fusion passes, not written by users (every fused module the "
+              "pipelines produce is checked)",
+    "custom_call": "runs a registered emitter: no generic semantics to compare",
+    "send": "point-to-point transfer between devices", "recv": "point-to-point transfer between devices",
+    "all_reduce": _NEEDS_DEVICES, "all_gather": _NEEDS_DEVICES, "collective_broadcast": _NEEDS_DEVICES,
+}
 
 
 def op_admits(opname: str, dtype) -> bool:
@@ -77,21 +81,57 @@ class Program:
     args: list
     inexact: list[bool]          # per output leaf of the entry's root tuple
     ops_used: Counter = field(default_factory=Counter)
+    seed: int = 0                # arguments(module, seed) == args
+    # per output leaf: the matrix ops whose operand rounding it carries (name -> count),
+    # for a profile that tracks it (checks.matrix_error_bound)
+    matrix_terms: list = field(default_factory=list)
+
+    def reproduction(self) -> str:
+        """The program's text and how to rerun it (tests/fuzz/reproduce.py)."""
+        return (f"--- program (arguments: hlo_programs.arguments(module, seed={self.seed}); rerun: "
+                f"python tests/fuzz/reproduce.py FILE --seed {self.seed}) ---\n{self.text()}")
 
     def text(self) -> str:
         from tessel.compiler.printer import print_module
         return print_module(self.module, full_constants=True)
 
 
+@dataclass(frozen=True)
+class Profile:
+    """What one target's programs may contain. `FULL` is everything the op table has;
+    a backend that runs a subset (systolic_programs.SYSTOLIC) narrows it.
+
+    value_dtypes: dtypes drawn for values and parameters (None: any the op admits);
+    pred values outside it are made by comparing two drawn values. unary / binary:
+    the elementwise ops drawn. reducers: per dtype class. kinds: the generators drawn
+    (weighted by repetition). matrix_error_ok: for a backend whose matrix ops round
+    their operands (bf16), the ops that may read a value carrying that error (their
+    error stays bounded by their operands': see checks.matrix_error_bound); None: no
+    such tracking."""
+    value_dtypes: tuple | None
+    unary: tuple
+    binary: tuple
+    kinds: tuple
+    reducers: tuple = ("add", "maximum", "minimum", "multiply", "or", "and")
+    matrix_error_ok: frozenset | None = None
+    name: str = "full"
+
+    def __repr__(self) -> str:       # hypothesis prints the strategy's arguments
+        return f"Profile({self.name!r})"
+
+
 class ProgramBuilder:
     """Appends random well-typed instructions to one computation, keeping a pool of values."""
 
-    def __init__(self, draw, module: Module, name: str, params=()):
+    def __init__(self, draw, module: Module, name: str, params=(), profile: Profile | None = None):
         self.draw = draw
         self.module = module
+        self.profile = profile or FULL
         self.b = Builder(module, name)
         self.pool: list[Instruction] = []
         self.inexact: dict[int, bool] = {}
+        # value -> the matrix ops whose operand rounding it carries, with multiplicity
+        self.matrix_terms: dict[int, Counter] = {}
         self.ops_used: Counter = Counter()
         for shape in params:
             self.parameter(shape)
@@ -107,6 +147,9 @@ class ProgramBuilder:
     def is_inexact(self, instr) -> bool:
         return self.inexact.get(id(instr), False)
 
+    def carries_matrix_error(self, instr) -> bool:
+        return bool(self.matrix_terms.get(id(instr)))
+
     def emit(self, opcode, operands=(), attrs=None, shape=None, inexact=None) -> Instruction:
         instr = self.b.emit(opcode, list(operands), attrs=attrs, shape=shape)
         self.ops_used[opcode] += 1
@@ -115,9 +158,29 @@ class ProgramBuilder:
                 leaf.dtype.is_float for leaf in instr.shape.leaves())
             inexact = rounds or any(self.is_inexact(o) for o in operands)
         self.inexact[id(instr)] = inexact
+        self._track_matrix_error(instr, opcode, operands)
         if isinstance(instr.shape, Shape):
             self.pool.append(instr)
         return instr
+
+    def _track_matrix_error(self, instr, opcode, operands):
+        allowed = self.profile.matrix_error_ok
+        if allowed is None:
+            return
+        terms = Counter()
+        for o in operands:
+            terms.update(self.matrix_terms.get(id(o), Counter()))
+        if opcode in ("reduce", "reduce_window"):
+            opcode = f"{opcode}_{instr.attrs['to_apply'].root.opcode}"
+        if terms and opcode not in allowed:
+            raise AssertionError(f"generator bug: {opcode} read a value carrying matrix-unit rounding")
+        if opcode in ("dot_general", "convolution"):
+            terms = Counter({instr.name: 1})
+        self.matrix_terms[id(instr)] = terms
+
+    def may_read_matrix_error(self, opcode: str) -> bool:
+        allowed = self.profile.matrix_error_ok
+        return allowed is None or opcode in allowed
 
     def dims(self, rank=None) -> tuple:
         if rank is None:
@@ -126,27 +189,47 @@ class ProgramBuilder:
 
     def dtype(self, allowed=None):
         allowed = allowed or CORE_DTYPES
+        if self.profile.value_dtypes is not None:
+            allowed = [d for d in allowed if d in self.profile.value_dtypes] or list(self.profile.value_dtypes)
         if any(d in EXTRA_DTYPES for d in allowed) and self.draw(st.integers(0, 5)) == 0:
             extras = [d for d in allowed if d in EXTRA_DTYPES]
             return self.draw(st.sampled_from(extras))
         return self.draw(st.sampled_from([d for d in allowed if d in CORE_DTYPES] or list(allowed)))
 
-    def operand(self, dtypes_ok=None, dims=None, rank=None, exact=False, dtype=None) -> Instruction:
-        """A value from the pool matching the request (usually), else a new parameter."""
+    def operand(self, dtypes_ok=None, dims=None, rank=None, exact=False, dtype=None,
+                for_op: str | None = None) -> Instruction:
+        """A value from the pool matching the request (usually), else a new parameter.
+        `for_op`: the op that will read it (a value carrying matrix-unit rounding is
+        offered only to ops the profile allows it; without for_op, never)."""
         if dtype is not None:
             dtypes_ok = (dtype,)
+        if dtypes_ok is None and self.profile.value_dtypes is not None:
+            dtypes_ok = self.profile.value_dtypes
+        matrix_ok = for_op is not None and self.may_read_matrix_error(for_op)
 
         def fits(v):
             return ((dtypes_ok is None or v.shape.dtype in dtypes_ok)
                     and (dims is None or v.shape.dims == tuple(dims))
                     and (rank is None or v.shape.rank == rank)
-                    and not (exact and self.is_inexact(v)))
+                    and not (exact and self.is_inexact(v))
+                    and (matrix_ok or not self.carries_matrix_error(v)))
         found = [v for v in self.pool if fits(v)]
         if found and self.draw(st.integers(0, 3)) > 0:
             return self.draw(st.sampled_from(found))
         if dims is None:
             dims = self.dims(rank)
+        allowed = self.profile.value_dtypes
+        if allowed is not None and dtypes_ok is not None and not any(d in allowed for d in dtypes_ok):
+            if PRED in dtypes_ok:
+                return self.predicate(dims)
+            raise AssertionError(f"generator bug: the profile has none of {dtypes_ok}")
         return self.parameter(Shape(self.dtype(dtypes_ok), dims))
+
+    def predicate(self, dims) -> Instruction:
+        """A pred value for a profile without pred parameters: two values compared."""
+        x = self.operand(dims=dims, exact=True)
+        y = self.operand(dtype=x.shape.dtype, dims=dims, exact=True)
+        return self.emit("compare", [x, y], attrs={"direction": self.draw(st.sampled_from(ops.COMPARE_DIRECTIONS))})
 
     def scalar_constant(self, value, dtype) -> Instruction:
         c = self.b.constant(np.asarray(value, dtype=dtype.storage), dtype)
@@ -177,8 +260,8 @@ def reducer_ops(dtype) -> list[str]:
     return ["or", "and", "maximum", "minimum"] if dtype.is_pred else ["add", "maximum", "minimum", "multiply"]
 
 
-def draw_reducer(g: ProgramBuilder, dtype):
-    opcode = g.draw(st.sampled_from(reducer_ops(dtype)))
+def draw_reducer(g: ProgramBuilder, dtype, opcode=None):
+    opcode = opcode or g.draw(st.sampled_from([r for r in reducer_ops(dtype) if r in g.profile.reducers]))
     comp = scalar_computation(g.module, opcode, dtype, name=f"{opcode}_{dtype.name}")
     init = g.scalar_constant(identity(opcode, dtype), dtype)
     # max/min/and/or are exact whatever the order; sums and products are not.
@@ -188,18 +271,18 @@ def draw_reducer(g: ProgramBuilder, dtype):
 # ----------------------------------------------------------------------------- generators
 
 def gen_unary(g: ProgramBuilder):
-    opname = g.draw(st.sampled_from(ELEMENTWISE_UNARY))
+    opname = g.draw(st.sampled_from(g.profile.unary))
     ok = [d for d in ALL_DTYPES if op_admits(opname, d)]
-    x = g.operand(ok, exact=opname in NEEDS_EXACT_OPERANDS)
+    x = g.operand(ok, exact=opname in NEEDS_EXACT_OPERANDS, for_op=opname)
     g.emit(opname, [x])
 
 
 def gen_binary(g: ProgramBuilder):
-    opname = g.draw(st.sampled_from(ELEMENTWISE_BINARY))
+    opname = g.draw(st.sampled_from(g.profile.binary))
     ok = [d for d in ALL_DTYPES if op_admits(opname, d)]
     exact = opname in NEEDS_EXACT_OPERANDS
-    x = g.operand(ok, exact=exact)
-    y = g.operand(dtype=x.shape.dtype, dims=x.shape.dims, exact=exact)
+    x = g.operand(ok, exact=exact, for_op=opname)
+    y = g.operand(dtype=x.shape.dtype, dims=x.shape.dims, exact=exact, for_op=opname)
     g.emit(opname, [x, y])
 
 
@@ -210,17 +293,17 @@ def gen_compare(g):
 
 
 def gen_select(g):
-    x = g.operand()
-    y = g.operand(dtype=x.shape.dtype, dims=x.shape.dims)
+    x = g.operand(for_op="select")
+    y = g.operand(dtype=x.shape.dtype, dims=x.shape.dims, for_op="select")
     p = g.operand(dtype=PRED, dims=x.shape.dims, exact=True)
     g.emit("select", [p, x, y])
 
 
 def gen_clamp(g):
-    x = g.operand([d for d in ALL_DTYPES if not d.is_pred])
+    x = g.operand([d for d in ALL_DTYPES if not d.is_pred], for_op="clamp")
     bound_dims = () if g.draw(st.booleans()) else x.shape.dims
-    lo = g.operand(dtype=x.shape.dtype, dims=bound_dims)
-    hi = g.operand(dtype=x.shape.dtype, dims=bound_dims)
+    lo = g.operand(dtype=x.shape.dtype, dims=bound_dims, for_op="clamp")
+    hi = g.operand(dtype=x.shape.dtype, dims=bound_dims, for_op="clamp")
     g.emit("clamp", [lo, x, hi])
 
 
@@ -252,7 +335,7 @@ def gen_iota(g):
 
 
 def gen_broadcast(g):
-    x = g.operand(rank=g.draw(st.integers(0, 2)))
+    x = g.operand(rank=g.draw(st.integers(0, 2)), for_op="broadcast_in_dim")
     extra = g.draw(st.integers(0, 2))
     rank = x.shape.rank + extra
     positions = g.draw(st.permutations(range(rank)))[:x.shape.rank]
@@ -282,13 +365,13 @@ def factor_dims(g, size: int, rank: int) -> list[int]:
 
 
 def gen_reshape(g):
-    x = g.operand()
+    x = g.operand(for_op="reshape")
     dims = factor_dims(g, x.shape.size, g.draw(st.integers(0, MAX_RANK)))
     g.emit("reshape", [x], shape=Shape(x.shape.dtype, dims))
 
 
 def gen_transpose(g):
-    x = g.operand(rank=g.draw(st.integers(1, MAX_RANK)))
+    x = g.operand(rank=g.draw(st.integers(1, MAX_RANK)), for_op="transpose")
     g.emit("transpose", [x], attrs={"permutation": tuple(g.draw(st.permutations(range(x.shape.rank))))})
 
 
@@ -299,7 +382,7 @@ def gen_reverse(g):
 
 
 def gen_slice(g):
-    x = g.operand(rank=g.draw(st.integers(1, MAX_RANK)))
+    x = g.operand(rank=g.draw(st.integers(1, MAX_RANK)), for_op="slice")
     starts, limits, strides = [], [], []
     for d in x.shape.dims:
         s = g.draw(st.integers(0, d))
@@ -326,13 +409,13 @@ def gen_dynamic_update_slice(g):
 
 
 def gen_concatenate(g):
-    x = g.operand(rank=g.draw(st.integers(1, MAX_RANK)))
+    x = g.operand(rank=g.draw(st.integers(1, MAX_RANK)), for_op="concatenate")
     dim = g.draw(st.integers(0, x.shape.rank - 1))
     parts = [x]
     for _ in range(g.draw(st.integers(0, 2))):
         dims = list(x.shape.dims)
         dims[dim] = g.draw(st.sampled_from(SIZES))
-        parts.append(g.operand(dtype=x.shape.dtype, dims=dims))
+        parts.append(g.operand(dtype=x.shape.dtype, dims=dims, for_op="concatenate"))
     g.emit("concatenate", parts, attrs={"dimension": dim})
 
 
@@ -352,16 +435,29 @@ def gen_pad(g):
 
 
 def gen_reduce(g):
-    x = g.operand(rank=g.draw(st.integers(0, MAX_RANK)))
+    # Where matrix-unit error is tracked, the reducer comes first: max / min keep it
+    # bounded and may read such values, sums may not.
+    reducer = g.draw(st.sampled_from(g.profile.reducers)) if g.profile.matrix_error_ok else None
+    x = g.operand(rank=g.draw(st.integers(0, MAX_RANK)), for_op=f"reduce_{reducer}")
+    if reducer not in reducer_ops(x.shape.dtype):
+        reducer = None
     dims = tuple(d for d in g.draw(st.permutations(range(x.shape.rank))) if g.draw(st.booleans()))
-    comp, init, rounds = draw_reducer(g, x.shape.dtype)
+    comp, init, rounds = draw_reducer(g, x.shape.dtype, reducer)
     g.emit("reduce", [x, init], attrs={"dimensions": dims, "to_apply": comp},
            inexact=g.is_inexact(x) or (rounds and x.shape.dtype.is_float))
 
 
+def matrix_operands_exact(g) -> bool:
+    """Where matrix ops round their operands (bf16), they read only values both sides
+    compute bit for bit: the per-GEMM bound (checks.matrix_error_bound) assumes equal
+    inputs; an input off by an f32 ulp could round to a different bf16 value."""
+    return g.profile.matrix_error_ok is not None
+
+
 def gen_dot(g):
+    exact = matrix_operands_exact(g)
     lhs = g.operand([d for d in ALL_DTYPES if not d.is_pred and d is not dtypes.f16],
-                    rank=g.draw(st.integers(0, MAX_RANK)))
+                    rank=g.draw(st.integers(0, MAX_RANK)), exact=exact)
     r = lhs.shape.rank
     perm = g.draw(st.permutations(range(r)))
     nb = g.draw(st.integers(0, r))
@@ -372,7 +468,7 @@ def gen_dot(g):
     rhs_dims = [0] * len(roles)
     for k, size in enumerate(roles):
         rhs_dims[rperm[k]] = size
-    rhs = g.operand(dtype=lhs.shape.dtype, dims=rhs_dims)
+    rhs = g.operand(dtype=lhs.shape.dtype, dims=rhs_dims, exact=exact)
     g.emit("dot_general", [lhs, rhs], attrs={
         "lhs_batching_dims": lb, "rhs_batching_dims": tuple(rperm[:nb]),
         "lhs_contracting_dims": lc, "rhs_contracting_dims": tuple(rperm[nb:nb + nc])})
@@ -400,8 +496,8 @@ def gen_convolution(g):
     for i in range(n):
         lhs_dims[dn.input_spatial[i]] = g.draw(st.integers(1, 5))
         rhs_dims[dn.kernel_spatial[i]] = g.draw(st.integers(1, 3))
-    lhs = g.operand(dtype=dtype, dims=lhs_dims)
-    rhs = g.operand(dtype=dtype, dims=rhs_dims)
+    lhs = g.operand(dtype=dtype, dims=lhs_dims, exact=matrix_operands_exact(g))
+    rhs = g.operand(dtype=dtype, dims=rhs_dims, exact=matrix_operands_exact(g))
     ints = lambda lo, hi: tuple(g.draw(st.integers(lo, hi)) for _ in range(n))  # noqa: E731
     g.emit("convolution", [lhs, rhs], attrs={
         "dim_labels": labels, "window_strides": ints(1, 2),
@@ -592,11 +688,12 @@ GENERATORS = {
 }
 # Elementwise ops get more weight: fusable chains are what the fusion passes work on.
 WEIGHTED_KINDS = ["unary", "binary"] * 4 + sorted(GENERATORS)
+FULL = Profile(None, tuple(ELEMENTWISE_UNARY), tuple(ELEMENTWISE_BINARY), tuple(WEIGHTED_KINDS))
 
 
 def generated_op_set() -> set[str]:
     """Every opcode the generator can emit (the coverage a long run must reach)."""
-    return set(ops.OPS) - NOT_GENERATED
+    return set(ops.OPS) - set(NOT_GENERATED)
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -629,17 +726,26 @@ def _random_values(rng, dt, dims):
 # ----------------------------------------------------------------------------- programs
 
 @st.composite
-def programs(draw, max_steps: int = 10) -> Program:
+def programs(draw, max_steps: int = 10, profile: Profile = None, generators: dict = None) -> Program:
+    """A random program; `profile` and `generators` (kind -> generator, GENERATORS by
+    default) narrow it to what one backend runs."""
+    profile, generators = profile or FULL, generators or GENERATORS
     module = Module("fuzz")
-    g = ProgramBuilder(draw, module, "main")
+    g = ProgramBuilder(draw, module, "main", profile=profile)
     for _ in range(draw(st.integers(1, max_steps))):
-        GENERATORS[draw(st.sampled_from(WEIGHTED_KINDS))](g)
+        generators[draw(st.sampled_from(profile.kinds))](g)
     # Outputs: every value nothing else reads, plus a few drawn others.
     read = {id(o) for v in g.b.computation.instructions for o in v.operands}
-    outputs = [v for v in g.pool if id(v) not in read or draw(st.integers(0, 5)) == 0]
+    outputs = [v for v in g.pool if (id(v) not in read or draw(st.integers(0, 5)) == 0)
+               and (profile.value_dtypes is None or v.shape.dtype in profile.value_dtypes)]
     root = g.b.emit("tuple", outputs)
     g.b.build(root, entry=True)
     seed = draw(st.integers(0, 2**32 - 1))
+    return Program(module, arguments(module, seed), [g.is_inexact(v) for v in outputs], g.ops_used, seed,
+                   [g.matrix_terms.get(id(v), Counter()) for v in outputs])
+
+
+def arguments(module: Module, seed: int) -> list[np.ndarray]:
+    """The entry's arguments for `seed` (a program's are reproducible from its text)."""
     rng = np.random.default_rng(seed)
-    args = [random_array(rng, p.shape) for p in module.entry.parameters]
-    return Program(module, args, [g.is_inexact(v) for v in outputs], g.ops_used)
+    return [random_array(rng, p.shape) for p in module.entry.parameters]

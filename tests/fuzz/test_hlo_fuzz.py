@@ -1,10 +1,12 @@
-"""Differential fuzzing of random HLO programs (docs/reliability.md).
+"""Differential fuzzing of random HLO programs (docs/reliability.md, "Fuzzing").
 
 For every program hlo_programs.programs() draws: the verifier accepts it, it round-trips
 through HLO text, the interpreter and CPU pipelines' optimized modules compute on the
 interpreter what the unoptimized module computes, and the CPU backend computes it too
-(tolerances in checks.py). The default suite runs a fixed-seed sample; `-m fuzz` runs
-the long randomized campaign and prints the op coverage.
+(tolerances in checks.py). Programs systolic_programs.systolic_programs() draws (what the
+systolic machine runs) go through the systolic pipeline and backend the same way, within
+the matrix unit's bf16 bound. The default suite runs fixed-seed samples; `-m fuzz` runs
+the long randomized campaigns and prints what they generated, covered and found.
 """
 from __future__ import annotations
 
@@ -16,11 +18,15 @@ from hypothesis import HealthCheck, given, settings
 
 import checks
 import hlo_programs
-from tessel.runtime import backends
+import systolic_programs
 
 FUZZ_EXAMPLES = int(os.environ.get("TESSEL_FUZZ_EXAMPLES", "5000"))
+SYSTOLIC_EXAMPLES = int(os.environ.get("TESSEL_FUZZ_SYSTOLIC_EXAMPLES", "1500"))
 _QUICK = dict(derandomize=True, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+# The generator stays inside what the systolic backend runs, up to what the systolic
+# pipeline itself creates (an expanded convolution's cropping pad): refusals must stay rare.
+MAX_SYSTOLIC_REFUSED = 0.2
 
 
 def run_all_properties(program, cpu=True):
@@ -29,6 +35,25 @@ def run_all_properties(program, cpu=True):
     reference = checks.check_pipelines(program)
     if cpu:
         checks.check_backend(program, "cpu", reference)
+
+
+def run_systolic_properties(program) -> str | None:
+    """Every property on the systolic path; the backend's refusal reason, or None."""
+    checks.check_verifies(program)
+    checks.check_round_trip(program)
+    reference = checks.check_pipelines(program, ("interpreter", "systolic"))
+    return checks.check_systolic(program, reference)
+
+
+def refusal_kind(reason: str) -> str:
+    """'pad: negative (cropping) padding is not supported' from UnsupportedOp's text."""
+    head, _, why = reason.partition(" cannot run on the machine: ")
+    opcode = head.removeprefix("systolic backend: ").split(" (")[0]
+    return f"{opcode}: {why.split('. Supported ops')[0]}"
+
+
+def program_ops(program) -> set:
+    return {i.opcode for c in program.module.computations for i in c.instructions}
 
 
 # The modules here are checked explicitly (round trip, pipeline semantics) and hypothesis
@@ -41,7 +66,7 @@ def test_random_programs_verify_round_trip_survive_the_pipelines_and_cover_the_o
     @given(hlo_programs.programs())
     def check(program):
         run_all_properties(program, cpu=False)
-        seen.update(i.opcode for c in program.module.computations for i in c.instructions)
+        seen.update(program_ops(program))
     check()
     # Every structured op appears in this small sample; the elementwise ones are drawn
     # from the op table one at a time (the campaign asserts all of them), so here each
@@ -61,47 +86,103 @@ def test_cpu_backend_agrees_with_the_interpreter(program):
 
 
 @pytest.mark.no_round_trip
-def test_systolic_backend_joins_the_differential_check():
-    # TODO(issue 9): run the systolic backend in run_all_properties for the ops it
-    # supports, with tolerances for its bf16 operands / fp32 accumulation.
-    if "systolic" not in backends.available():
-        pytest.skip("TODO: the systolic backend is not registered in runtime/backends.py yet; "
-                    "the fuzzer does not check it")
-    pytest.skip("TODO: the systolic backend is registered but not yet in the fuzzer's "
-                "differential check (supported-op filter and bf16 tolerances not written)")
+def test_systolic_backend_agrees_with_the_interpreter():
+    outcomes = Counter()
+
+    @settings(max_examples=40, **_QUICK)
+    @given(systolic_programs.systolic_programs(max_steps=6))
+    def check(program):
+        refused = run_systolic_properties(program)
+        outcomes["refused" if refused else "compared"] += 1
+    check()
+    total = sum(outcomes.values())
+    print(f"systolic: {outcomes['compared']} of {total} programs compared, {outcomes['refused']} refused")
+    assert outcomes["refused"] <= MAX_SYSTOLIC_REFUSED * total, outcomes
+
+
+def test_the_systolic_generator_keeps_to_the_backends_op_set():
+    from tessel.backends.systolic.codegen import supported_ops
+    generated = set(systolic_programs.UNARY + systolic_programs.BINARY) | {
+        "compare", "select", "clamp", "convert", "constant", "broadcast_in_dim", "reshape", "transpose",
+        "slice", "concatenate", "reduce", "dot_general", "convolution", "pad", "reduce_window"}
+    assert generated <= set(supported_ops())
+    assert generated == systolic_programs.systolic_op_set() - {"parameter", "tuple", "get_tuple_element"}
+
+
+# ----------------------------------------------------------------------------- campaigns
+
+class Campaign:
+    """Counts, op coverage and every failure of one long run (failures are collected,
+    not shrunk, so one run reports every distinct problem), written to $TESSEL_FUZZ_LOG."""
+
+    def __init__(self, name: str, op_set: set):
+        self.name, self.op_set = name, op_set
+        self.count, self.seen, self.failures, self.refused = 0, Counter(), [], Counter()
+        self.log = os.environ.get("TESSEL_FUZZ_LOG")
+
+    def note(self, text: str):
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write(text + "\n")
+
+    def run(self, program, check):
+        self.count += 1
+        self.seen.update(program_ops(program))
+        try:
+            refused = check(program)
+            if refused:
+                self.refused[refusal_kind(refused)] += 1
+        except Exception as e:   # noqa: BLE001 -- every failure is a finding, recorded below
+            self.failures.append(f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
+            self.note(f"FAILURE {self.failures[-1]}\n{program.reproduction()}\n")
+        if self.count % 50 == 0:
+            self.note(f"{self.name}: {self.count} programs, {len(self.failures)} failures, {len(self.seen)} ops")
+
+    def summary(self) -> str:
+        covered = set(self.seen) & self.op_set
+        lines = [f"{self.name} campaign: {self.count} programs generated, {len(self.failures)} mismatches, "
+                 f"{len(covered)} of {len(self.op_set)} ops covered"]
+        if self.op_set - covered:
+            lines.append(f"  not covered: {sorted(self.op_set - covered)}")
+        if self.refused:
+            lines.append(f"  refused by the backend ({sum(self.refused.values())}): {dict(self.refused)}")
+        lines.append(f"  op counts (programs containing each): {dict(sorted(self.seen.items()))}")
+        return "\n".join(lines)
+
+    def finish(self):
+        text = self.summary()
+        self.note(text)
+        print("\n" + text)
+        assert not self.failures, "\n".join(Counter(self.failures))
+        assert set(self.seen) >= self.op_set, sorted(self.op_set - set(self.seen))
 
 
 @pytest.mark.fuzz
 @pytest.mark.no_round_trip
 def test_fuzz_campaign():
-    """The long run: every program checked; failures are collected (not shrunk) so one
-    run reports every distinct problem, written to $TESSEL_FUZZ_LOG when set."""
-    seen, count, failures = Counter(), [0], []
-    log = os.environ.get("TESSEL_FUZZ_LOG")
-
-    def note(text):
-        if log:
-            with open(log, "a") as f:
-                f.write(text + "\n")
+    campaign = Campaign("hlo (interpreter pipelines + cpu)", hlo_programs.generated_op_set())
+    never = "\n".join(f"  {op}: {why}" for op, why in sorted(hlo_programs.NOT_GENERATED.items()))
+    print(f"\nops of compiler/ops.py never generated:\n{never}")
 
     @settings(max_examples=FUZZ_EXAMPLES, derandomize=False, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     @given(hlo_programs.programs())
-    def campaign(program):
-        count[0] += 1
-        seen.update(i.opcode for c in program.module.computations for i in c.instructions)
-        try:
-            run_all_properties(program)
-        except Exception as e:   # noqa: BLE001 -- every failure is a finding, recorded below
-            failures.append(f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
-            note(f"FAILURE {failures[-1]}\n{program.text()}\n")
-        if count[0] % 50 == 0:
-            note(f"{count[0]} programs, {len(failures)} failures, {len(seen)} ops")
-    campaign()
-    covered = set(seen) & hlo_programs.generated_op_set()
-    summary = (f"fuzz campaign: {count[0]} programs, {len(failures)} failures, {len(covered)} of "
-               f"{len(hlo_programs.generated_op_set())} generated ops covered")
-    note(summary)
-    print(f"\n{summary}: {dict(seen)}")
-    assert not failures, "\n".join(Counter(failures))
-    assert covered == hlo_programs.generated_op_set(), sorted(hlo_programs.generated_op_set() - covered)
+    def run(program):
+        campaign.run(program, run_all_properties)
+    run()
+    campaign.finish()
+
+
+@pytest.mark.fuzz
+@pytest.mark.no_round_trip
+def test_fuzz_systolic_campaign():
+    campaign = Campaign("systolic", systolic_programs.systolic_op_set())
+
+    @settings(max_examples=SYSTOLIC_EXAMPLES, derandomize=False, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(systolic_programs.systolic_programs())
+    def run(program):
+        campaign.run(program, run_systolic_properties)
+    run()
+    campaign.finish()
+    assert sum(campaign.refused.values()) <= MAX_SYSTOLIC_REFUSED * campaign.count, campaign.refused
