@@ -563,28 +563,41 @@ def lower_concatenate(lw, instr: Instruction) -> None:
 
 def _check_pad(instr: Instruction) -> str | None:
     a = instr.attrs
-    if any(v < 0 for v in tuple(a["edge_padding_low"]) + tuple(a["edge_padding_high"])):
-        return "negative (cropping) padding is not supported"
     if a["interior_padding"] and a["interior_padding"][-1] != 0:
         return "interior padding of the last dim is not supported"
     return None
 
 
 def lower_pad(lw, instr: Instruction) -> None:
+    """Fill, then copy the operand into its strided place. Negative edge padding crops:
+    the pad with the negative edges at 0 goes to scratch and the cropped window of it
+    is copied out (the convolution expander makes these from negative conv padding)."""
     x, value = instr.operands
     fill = lw.splat(value)
     out = lw.view_of(instr)
     if fill is None:
         raise NotImplementedError(f"systolic backend: pad {instr.name} ({instr.loc_text}) needs a "
                                   f"constant padding value")
-    rowwise(lw, out, [Imm(fill)], lambda tiles, n: tiles[0])
     a = instr.attrs
-    interior = a["interior_padding"] or (0,) * x.shape.rank
-    start = list(a["edge_padding_low"])
+    low, high = list(a["edge_padding_low"]), list(a["edge_padding_high"])
+    crop_low, crop_high = [max(-v, 0) for v in low], [max(-v, 0) for v in high]
+    if not any(crop_low + crop_high):
+        _pad_into(lw, x, fill, out, low, a["interior_padding"])
+        return
+    dims = [d + c0 + c1 for d, c0, c1 in zip(instr.shape.dims, crop_low, crop_high)]
+    whole = _scratch(lw, tuple(dims))
+    _pad_into(lw, x, fill, whole, [max(v, 0) for v in low], a["interior_padding"])
+    copy(lw, whole.slice(crop_low, [d - c for d, c in zip(dims, crop_high)], [1] * len(dims)), out)
+
+
+def _pad_into(lw, x: Instruction, fill: float, out: View, low, interior) -> None:
+    """out = pad(x) with non-negative edge padding `low` (out's dims say the rest)."""
+    rowwise(lw, out, [Imm(fill)], lambda tiles, n: tiles[0])
+    interior = interior or (0,) * x.shape.rank
     step = [i + 1 for i in interior]
-    limit = [s + (d - 1) * st + 1 for s, d, st in zip(start, x.shape.dims, step)]
+    limit = [s + (d - 1) * st + 1 for s, d, st in zip(low, x.shape.dims, step)]
     if x.shape.size:
-        copy(lw, lw.view_of(x), out.slice(start, limit, step))
+        copy(lw, lw.view_of(x), out.slice(low, limit, step))
 
 
 def _check_compare(instr: Instruction) -> str | None:

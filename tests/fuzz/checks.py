@@ -199,6 +199,13 @@ def systolic_rounding_mode() -> str:
     return {"nearest_even": "nearest", "truncate": "truncate"}[default_config().bf16_rounding]
 
 
+def refusal_kind(reason: str) -> str:
+    """'pad: negative (cropping) padding is not supported' from UnsupportedOp's text."""
+    head, _, why = reason.partition(" cannot run on the machine: ")
+    opcode = head.removeprefix("systolic backend: ").split(" (")[0]
+    return f"{opcode}: {why.split('. Supported ops')[0]}"
+
+
 def check_systolic(program, reference: dict) -> str | None:
     """The systolic backend runs its optimized module like the interpreter runs the
     unoptimized one, within the matrix-unit bound. Returns the backend's refusal

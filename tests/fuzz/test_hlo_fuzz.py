@@ -24,9 +24,9 @@ FUZZ_EXAMPLES = int(os.environ.get("TESSEL_FUZZ_EXAMPLES", "5000"))
 SYSTOLIC_EXAMPLES = int(os.environ.get("TESSEL_FUZZ_SYSTOLIC_EXAMPLES", "1500"))
 _QUICK = dict(derandomize=True, deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
-# The generator stays inside what the systolic backend runs, up to what the systolic
-# pipeline itself creates (an expanded convolution's cropping pad): refusals must stay rare.
-MAX_SYSTOLIC_REFUSED = 0.2
+# The generator stays inside what the systolic backend runs; the backend's own check
+# (after the systolic pipeline) may still refuse a program: that must stay rare.
+MAX_SYSTOLIC_REFUSED = 0.05
 
 
 def run_all_properties(program, cpu=True):
@@ -43,13 +43,6 @@ def run_systolic_properties(program) -> str | None:
     checks.check_round_trip(program)
     reference = checks.check_pipelines(program, ("interpreter", "systolic"))
     return checks.check_systolic(program, reference)
-
-
-def refusal_kind(reason: str) -> str:
-    """'pad: negative (cropping) padding is not supported' from UnsupportedOp's text."""
-    head, _, why = reason.partition(" cannot run on the machine: ")
-    opcode = head.removeprefix("systolic backend: ").split(" (")[0]
-    return f"{opcode}: {why.split('. Supported ops')[0]}"
 
 
 def program_ops(program) -> set:
@@ -106,7 +99,7 @@ def test_the_systolic_generator_keeps_to_the_backends_op_set():
         "compare", "select", "clamp", "convert", "constant", "broadcast_in_dim", "reshape", "transpose",
         "slice", "concatenate", "reduce", "dot_general", "convolution", "pad", "reduce_window"}
     assert generated <= set(supported_ops())
-    assert generated == systolic_programs.systolic_op_set() - {"parameter", "tuple", "get_tuple_element"}
+    assert generated == systolic_programs.systolic_op_set() - {"parameter", "tuple"}
 
 
 # ----------------------------------------------------------------------------- campaigns
@@ -131,7 +124,7 @@ class Campaign:
         try:
             refused = check(program)
             if refused:
-                self.refused[refusal_kind(refused)] += 1
+                self.refused[checks.refusal_kind(refused)] += 1
         except Exception as e:   # noqa: BLE001 -- every failure is a finding, recorded below
             self.failures.append(f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
             self.note(f"FAILURE {self.failures[-1]}\n{program.reproduction()}\n")

@@ -22,6 +22,8 @@ SHAPES = ((), (3,), (1, 3), (2, 3), (2, 1), (4, 2, 3), (0, 3), (3, 3))
 UNARY = ("tanh", "sin", "cos", "abs", "negative", "exp", "square", "logaddexp_self")
 BINARY = ("add", "subtract", "multiply", "maximum", "minimum")
 REDUCTIONS = ("sum", "max", "min", "mean", "prod")
+STRUCTURAL = ("matmul", "transpose", "reshape", "concatenate", "slice", "where")
+FUNCTIONS = UNARY + BINARY + REDUCTIONS + STRUCTURAL     # every step name a program can use
 
 
 @dataclass(frozen=True)
