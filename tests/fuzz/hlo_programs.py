@@ -115,6 +115,8 @@ class Profile:
     reducers: tuple = ("add", "maximum", "minimum", "multiply", "or", "and")
     matrix_error_ok: frozenset | None = None
     name: str = "full"
+    # instr -> why the target cannot run it, or None: every emitted instruction must pass
+    unsupported_reason: object = None
 
     def __repr__(self) -> str:       # hypothesis prints the strategy's arguments
         return f"Profile({self.name!r})"
@@ -153,6 +155,10 @@ class ProgramBuilder:
     def emit(self, opcode, operands=(), attrs=None, shape=None, inexact=None) -> Instruction:
         instr = self.b.emit(opcode, list(operands), attrs=attrs, shape=shape)
         self.ops_used[opcode] += 1
+        reason = self.profile.unsupported_reason and self.profile.unsupported_reason(instr)
+        if reason:
+            raise AssertionError(f"generator bug: the {self.profile.name} profile made {instr.name} = "
+                                 f"{opcode}, which its backend cannot run: {reason}")
         if inexact is None:
             rounds = opcode in ROUNDS_DIFFERENTLY and any(
                 leaf.dtype.is_float for leaf in instr.shape.leaves())

@@ -5,9 +5,11 @@ The same generators as hlo_programs.py under the `SYSTOLIC` profile: f32 values 
 reducers the vector unit has (backends/systolic/vector.py ELEMENTWISE, REDUCERS), views,
 concatenate, pad and windows in the shapes its checks admit (constant pad value, no
 cropping, last dim not interior-padded; windows over leading dims without padding or
-dilation), and dot_general / convolution on the matrix unit. The backend's own
-predicate (`codegen.check_supported`, on the systolic pipeline's module) still decides:
-what it refuses is counted and printed by the test, not compared.
+dilation), and dot_general / convolution on the matrix unit. Every instruction the
+generator emits must pass the backend's own per-instruction predicate
+(`codegen.unsupported_reason`, which placement uses too); the backend's check of the
+whole program after the systolic pipeline (`check_supported`) still decides: what it
+refuses is counted and printed by the test, not compared.
 
 Matrix-unit rounding. The machine multiplies bf16-rounded operands, so a dot's result
 may differ from the f32 interpreter's by the bound of docs/systolic-backend.md
@@ -24,6 +26,7 @@ from hypothesis import strategies as st
 import hlo_programs as hp
 from hlo_programs import F32, GENERATORS, ProgramBuilder, Profile
 from tessel.backends.systolic import vector
+from tessel.backends.systolic.codegen import unsupported_reason
 
 # Elementwise ops of the op table the vector unit computes.
 UNARY = tuple(op for op in hp.ELEMENTWISE_UNARY if op in vector.ELEMENTWISE)
@@ -74,7 +77,7 @@ SYSTOLIC = Profile(
     value_dtypes=(F32,), unary=UNARY, binary=BINARY, reducers=REDUCERS,
     # the matrix ops and elementwise chains are what the backend is for: weighted up
     kinds=tuple(["unary", "binary", "dot_general"] * 3 + ["convolution"] * 2 + sorted(GENERATORS_SYSTOLIC)),
-    matrix_error_ok=MATRIX_ERROR_OK, name="systolic")
+    matrix_error_ok=MATRIX_ERROR_OK, name="systolic", unsupported_reason=unsupported_reason)
 
 
 def systolic_programs(max_steps: int = 8):
