@@ -81,7 +81,8 @@ def mismatch(got, want, inexact: list[bool], scale: float, what: str, atol=None)
         if not loose:
             bad = gf != wf
         else:
-            rtol = INEXACT_RTOL[_dtype_name(w)]
+            # `loose` is True or the tolerance of the least precise dtype on the path
+            rtol = max(INEXACT_RTOL[_dtype_name(w)], 0.0 if loose is True else float(loose))
             bad = np.abs(gf - wf) > rtol * np.abs(wf) + rtol * scale + extra
         if bad.any():
             i = int(np.argmax(bad))

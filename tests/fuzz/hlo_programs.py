@@ -60,6 +60,13 @@ NOT_GENERATED = {
 }
 
 
+def rtol_of(shape) -> float:
+    """The loosest checks.INEXACT_RTOL among the float leaves of `shape` (0.0: none)."""
+    from checks import INEXACT_RTOL
+    return max([0.0] + [INEXACT_RTOL[leaf.dtype.name] for leaf in shape.leaves()
+                        if leaf.dtype.is_float and leaf.dtype.name in INEXACT_RTOL])
+
+
 def op_admits(opname: str, dtype) -> bool:
     """Whether the op table's dtype class for `opname` admits `dtype`."""
     try:
@@ -79,7 +86,8 @@ ELEMENTWISE_BINARY = sorted(n for n, d in ops.OPS.items() if d.elementwise and d
 class Program:
     module: Module
     args: list
-    inexact: list[bool]          # per output leaf of the entry's root tuple
+    inexact: list[float]         # per output leaf of the entry's root tuple: its relative
+                                 # tolerance (checks.INEXACT_RTOL), 0.0 when exact
     ops_used: Counter = field(default_factory=Counter)
     seed: int = 0                # arguments(module, seed) == args
     # per output leaf: the matrix ops whose operand rounding it carries (name -> count),
@@ -131,7 +139,7 @@ class ProgramBuilder:
         self.profile = profile or FULL
         self.b = Builder(module, name)
         self.pool: list[Instruction] = []
-        self.inexact: dict[int, bool] = {}
+        self.inexact: dict[int, float] = {}      # value -> its tolerance (is_inexact)
         # value -> the matrix ops whose operand rounding it carries, with multiplicity
         self.matrix_terms: dict[int, Counter] = {}
         self.ops_used: Counter = Counter()
@@ -141,13 +149,15 @@ class ProgramBuilder:
     # ------------------------------------------------------------------ values
     def parameter(self, shape) -> Instruction:
         p = self.b.parameter(shape, f"p{len(self.b.computation.parameters)}")
-        self.inexact[id(p)] = False
+        self.inexact[id(p)] = 0.0
         if isinstance(shape, Shape):
             self.pool.append(p)
         return p
 
-    def is_inexact(self, instr) -> bool:
-        return self.inexact.get(id(instr), False)
+    def is_inexact(self, instr) -> float:
+        """The relative tolerance the value needs (checks.INEXACT_RTOL of the least precise
+        float dtype an inexact op on its path rounded in), or 0.0 when it is exact."""
+        return self.inexact.get(id(instr), 0.0)
 
     def carries_matrix_error(self, instr) -> bool:
         return bool(self.matrix_terms.get(id(instr)))
@@ -163,7 +173,10 @@ class ProgramBuilder:
             rounds = opcode in ROUNDS_DIFFERENTLY and any(
                 leaf.dtype.is_float for leaf in instr.shape.leaves())
             inexact = rounds or any(self.is_inexact(o) for o in operands)
-        self.inexact[id(instr)] = inexact
+        # An inexact value keeps the tolerance of every float dtype it passed through: a
+        # cos computed in f32 and converted to f64 is still only f32-accurate.
+        self.inexact[id(instr)] = max([0.0] + [self.is_inexact(o) for o in operands]
+                                      + [rtol_of(instr.shape)]) if inexact else 0.0
         self._track_matrix_error(instr, opcode, operands)
         if isinstance(instr.shape, Shape):
             self.pool.append(instr)
@@ -239,7 +252,7 @@ class ProgramBuilder:
 
     def scalar_constant(self, value, dtype) -> Instruction:
         c = self.b.constant(np.asarray(value, dtype=dtype.storage), dtype)
-        self.inexact[id(c)] = False
+        self.inexact[id(c)] = 0.0
         return c
 
     def index(self, limit: int) -> Instruction:
@@ -328,7 +341,7 @@ def gen_constant(g):
     seed = g.draw(st.integers(0, 2**16))
     value = random_array(np.random.default_rng(seed), Shape(dtype, dims))
     c = g.b.constant(value, dtype)
-    g.inexact[id(c)] = False
+    g.inexact[id(c)] = 0.0
     g.ops_used["constant"] += 1
     g.pool.append(c)
 

@@ -236,3 +236,29 @@ def test_cropping_pad_and_convolution_on_the_systolic_backend():
     assert_systolic_agrees(CROPPING_PAD_AND_CONVOLUTION, [
         np.arange(12, dtype=np.float32).reshape(3, 4),
         rng.integers(-3, 4, (1, 6, 2)).astype(np.float32), rng.integers(-3, 4, (2, 2, 3)).astype(np.float32)])
+
+
+# Not a compiler bug: the fuzzer's own tolerance. An f32 cos (within 1-2 ulp on the CPU,
+# docs/cpu-math.md) converted to f64 was compared with the f64 tolerance (1e-9), so a
+# one-ulp f32 difference failed. An inexact value now keeps the tolerance of the least
+# precise float dtype on its path (hlo_programs.ProgramBuilder.emit, checks.mismatch).
+F32_COS_CONVERTED_TO_F64 = """
+HloModule fuzz
+
+ENTRY main {
+  iota = f32[1,4,5] iota(), iota_dimension=1
+  cos = f32[1,4,5] cos(iota)
+  ROOT convert = f64[1,4,5] convert(cos)
+}
+"""
+
+
+def test_an_f32_inexact_value_converted_to_f64_keeps_the_f32_tolerance():
+    import hlo_programs
+    from tessel.compiler import dtypes
+    from tessel.compiler.ir import Module, Shape
+    g = hlo_programs.ProgramBuilder(None, Module("m"), "main")
+    x = g.parameter(Shape(dtypes.f32, (3,)))
+    wide = g.emit("convert", [g.emit("cos", [x])], shape=Shape(dtypes.f64, (3,)))
+    assert g.is_inexact(x) == 0.0 and g.is_inexact(wide) == checks.INEXACT_RTOL["f32"]
+    assert_backends_agree(F32_COS_CONVERTED_TO_F64, [], inexact=[g.is_inexact(wide)])
