@@ -262,3 +262,41 @@ def test_an_f32_inexact_value_converted_to_f64_keeps_the_f32_tolerance():
     wide = g.emit("convert", [g.emit("cos", [x])], shape=Shape(dtypes.f64, (3,)))
     assert g.is_inexact(x) == 0.0 and g.is_inexact(wide) == checks.INEXACT_RTOL["f32"]
     assert_backends_agree(F32_COS_CONVERTED_TO_F64, [], inexact=[g.is_inexact(wide)])
+
+
+# A reduce over the last dim and the one before it (dimensions={2,1} of f32[5,2,4]):
+# the systolic backend reduced the last dim over lanes into a partial result whose last
+# dim is x's dim 1, then reduced that dim as if it were a row dim, reading the partial
+# result with the wrong strides. Fixed in backends/systolic/vector.py (lower_reduce): the
+# partial result gets a unit lane dim so every dim left to reduce is a row dim.
+REDUCE_OVER_THE_LAST_TWO_DIMS = """
+HloModule fuzz
+
+add_f32 {
+  a = f32[] parameter(0)
+  b = f32[] parameter(1)
+  ROOT add = f32[] add(a, b)
+}
+
+min_f32 {
+  a = f32[] parameter(0)
+  b = f32[] parameter(1)
+  ROOT minimum = f32[] minimum(a, b)
+}
+
+ENTRY main {
+  x = f32[5,2,4] parameter(0)
+  zero = f32[] constant(0)
+  sum = f32[5] reduce(x, zero), dimensions={2,1}, to_apply=add_f32
+  y = f32[2,3,4,5] parameter(1)
+  inf = f32[] constant(inf)
+  min = f32[2] reduce(y, inf), dimensions={1,2,3}, to_apply=min_f32
+  ROOT tuple = (f32[5], f32[2]) tuple(sum, min)
+}
+"""
+
+
+def test_reduce_over_the_last_two_dims_on_the_systolic_backend():
+    rng = np.random.default_rng(0)   # small integers: every order of summation is exact
+    assert_systolic_agrees(REDUCE_OVER_THE_LAST_TWO_DIMS, [
+        rng.integers(-5, 5, (5, 2, 4)).astype(np.float32), rng.integers(-5, 5, (2, 3, 4, 5)).astype(np.float32)])
