@@ -257,6 +257,8 @@ class Codegen:
             arg.name = name
         b = ir.IRBuilder(fn.append_basic_block("entry"))
         section = self._constant_section()
+        if section is None:     # only empty constants (f64[0]): a null pointer, never read
+            section = ir.Constant(PTR, None)
         self._storage = {ARGUMENT: args, OUTPUT: results, SCRATCH: scratch, CONSTANT: section}
         self._b = b
         self._pointers: dict = {}

@@ -300,3 +300,29 @@ def test_reduce_over_the_last_two_dims_on_the_systolic_backend():
     rng = np.random.default_rng(0)   # small integers: every order of summation is exact
     assert_systolic_agrees(REDUCE_OVER_THE_LAST_TWO_DIMS, [
         rng.integers(-5, 5, (5, 2, 4)).astype(np.float32), rng.integers(-5, 5, (2, 3, 4, 5)).astype(np.float32)])
+
+
+# A module whose only constants have no elements (f64[0]) has no constant section, and
+# the CPU code generator used that missing section (None) as the base pointer of the
+# empty constant passed to a call: LLVM IR printing failed ("'NoneType' object has no
+# attribute 'type'"). Fixed in backends/cpu/codegen.py: the section is then a null
+# pointer (empty buffers are never read).
+EMPTY_CONSTANT_INTO_A_CALL = """
+HloModule fuzz
+
+callee {
+  p0.1 = f64[0] parameter(0)
+  subtract = f64[0] subtract(p0.1, p0.1)
+  ROOT add = f64[0] add(subtract, p0.1)
+}
+
+ENTRY main {
+  constant = f64[0] constant({})
+  call = f64[0] call(constant), to_apply=callee
+  ROOT tuple = (f64[0]) tuple(call)
+}
+"""
+
+
+def test_an_empty_constant_passed_to_a_call():
+    assert_backends_agree(EMPTY_CONSTANT_INTO_A_CALL, [])
