@@ -434,10 +434,6 @@ def lower_reduce(lw, instr: Instruction) -> None:
         if not leading:
             return
         view, init_left = target, init
-        if rank - 2 in leading:
-            # x's next-to-last dim is the partial result's last (lane) dim: a unit lane
-            # dim after it makes every dim left to reduce a row dim.
-            view = target.reshape(target.dims + (1,))
     else:
         view, init_left = lw.view_of(x), init
     _reduce_rows(lw, kind, view, leading, out, init_left)

@@ -267,8 +267,9 @@ def test_an_f32_inexact_value_converted_to_f64_keeps_the_f32_tolerance():
 # A reduce over the last dim and the one before it (dimensions={2,1} of f32[5,2,4]):
 # the systolic backend reduced the last dim over lanes into a partial result whose last
 # dim is x's dim 1, then reduced that dim as if it were a row dim, reading the partial
-# result with the wrong strides. Fixed in backends/systolic/vector.py (lower_reduce): the
-# partial result gets a unit lane dim so every dim left to reduce is a row dim.
+# result with the wrong strides. Fixed in backends/systolic/vector.py (lower_reduce: the
+# partial result keeps a unit lane dim, so every dim left to reduce is a row dim), on
+# main at the same time from placement's tests (a reduce over every dim of a matrix).
 REDUCE_OVER_THE_LAST_TWO_DIMS = """
 HloModule fuzz
 
