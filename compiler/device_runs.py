@@ -53,13 +53,39 @@ def device_order(instructions: Iterable[Instruction], device: Callable) -> list[
 
 
 def device_runs(instructions: Iterable[Instruction], device: Callable) -> list[list[Instruction]]:
+    instructions = list(instructions)
     runs: list[list[Instruction]] = []
     for instr in device_order(instructions, device):
         if runs and device(runs[-1][-1]) == device(instr):
             runs[-1].append(instr)
         else:
             runs.append([instr])
-    return runs
+    return _sink(runs, instructions, device)
+
+
+def _sink(runs: list[list[Instruction]], instructions: list[Instruction], device: Callable):
+    """Move each instruction to the latest run of its device before its first reader's
+    run: staying on one device as long as possible computes some values early (a bias
+    broadcast before the matmul it is added to), and a value made one run ahead of its
+    readers is an extra output and input, and cannot fuse with them. Latest first, so
+    chains move together; moving later never breaks a dependency."""
+    readers: dict[Instruction, list[Instruction]] = {}
+    for instr in instructions:
+        for o in instr.operands:
+            readers.setdefault(through_transfer(o), []).append(instr)
+    run_of = {i: k for k, run in enumerate(runs) for i in run}
+    for k in range(len(runs) - 1, -1, -1):
+        for instr in reversed(list(runs[k])):
+            first = min((run_of[r] for r in readers.get(instr, ()) if r in run_of), default=None)
+            if first is None:
+                continue
+            target = max((j for j in range(k + 1, first + 1) if device(runs[j][0]) == device(instr)
+                          and (j < first or device(runs[first][0]) == device(instr))), default=k)
+            if target != k:
+                runs[k].remove(instr)
+                runs[target].insert(0, instr)
+                run_of[instr] = target
+    return [run for run in runs if run]
 
 
 __all__ = ["device_order", "device_runs", "through_transfer"]

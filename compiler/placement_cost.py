@@ -12,9 +12,11 @@ Estimates (seconds; an op a device cannot run costs infinity there):
     systolic   cycles at the machine's clock (SystolicConfig): a dot_general streams M rows
                per weight tile, ceil(K/R) x ceil(N/C) tiles per batch (the closed form of
                backends/systolic/tiling.py's loop nest), weight shifts hidden behind
-               MATMULs of >= R rows; other compute ops take one vector-unit pass per
+               MATMULs of >= R rows, plus a DMA per lhs row when the lhs must be read
+               transposed; other compute ops take one vector-unit pass per
                `lanes` elements; both overlap their host DMA (bytes / host_bytes_per_cycle)
-               and pay the host latency and the array's fill and drain once. Views
+               and pay the host latency twice (load, then store: the DMA unit runs in
+               order) and the array's fill and drain once. Views
                (broadcast, reshape, transpose, slice) cost nothing: the DMA addresses do them
     transfer   runtime/placed.py's HOST_LINK: latency + bytes / bandwidth, charged on every
                edge whose ends are on different devices
@@ -37,9 +39,9 @@ from .cost import _Bodies, instruction_cost
 from .ir import Instruction, Module
 
 # The host CPU, as data: sustained rates of the CPU backend's kernels on one AVX-512 core
-# pair (order of magnitude; bench/ measures the real ratios).
-CPU = {"flops_per_second": 50e9, "bytes_per_second": 20e9, "transcendental_flops": 10,
-       "op_seconds": 0.1e-6}
+# pair, data mostly cache-resident (order of magnitude; bench/ measures the real ratios).
+CPU = {"flops_per_second": 50e9, "bytes_per_second": 100e9, "transcendental_flops": 10,
+       "op_seconds": 0.05e-6}
 VIEW_OPS = ("broadcast_in_dim", "reshape", "transpose", "slice", "copy", "tuple", "get_tuple_element")
 MAX_SWEEPS = 20
 DEVICES = ("cpu", "systolic")
@@ -53,6 +55,9 @@ def cpu_seconds(instr: Instruction, bodies: _Bodies) -> float:
 
 def systolic_cycles(instr: Instruction, config, bodies: _Bodies) -> int:
     """The closed-form cycle estimate of one op as its own kernel (module docstring)."""
+    if instr.opcode == "transpose" and instr.attrs["permutation"][-1] != instr.shape.rank - 1:
+        # the last dim moves: no strided view reads it, each row is gathered by a DMA
+        return (instr.shape.size // max(1, instr.shape.dims[-1])) * config.host_latency_cycles
     if instr.opcode in VIEW_OPS:
         return 0
     cost = instruction_cost(instr, bodies)
@@ -63,6 +68,9 @@ def systolic_cycles(instr: Instruction, config, bodies: _Bodies) -> int:
         tiles = math.ceil(g.k / config.rows) * math.ceil(g.n / config.cols)
         compute = g.batch * tiles * max(g.m, config.rows)
         fill = config.rows + config.cols
+        if _lhs_transposed(instr):
+            # rows of K are not contiguous: each lhs row is gathered by a DMA of its own
+            compute += g.batch * g.m * config.host_latency_cycles
     elif instr.opcode == "convolution":
         compute = math.ceil(cost.flops / (2 * config.rows * config.cols))
         fill = config.rows + config.cols
@@ -70,7 +78,17 @@ def systolic_cycles(instr: Instruction, config, bodies: _Bodies) -> int:
         elements = max(1, sum(leaf.size for leaf in instr.shape.leaves()))
         compute = math.ceil(elements / config.lanes) * max(1, len(instr.operands))
         fill = 0
-    return max(compute, dma) + fill + config.host_latency_cycles
+    # one host latency to load, one to store: the DMA unit runs in order, so a kernel's
+    # stores hold back the next kernel's loads (docs/systolic-backend.md, Performance)
+    return max(compute, dma) + fill + 2 * config.host_latency_cycles
+
+
+def _lhs_transposed(dot: Instruction) -> bool:
+    """Whether the machine must transpose the lhs to stream it (its contracting dims are
+    not its minor dims: backends/systolic/dot_layout.py)."""
+    from .dot_dims import DotDims
+    d = DotDims.of(dot)
+    return tuple(d.lhs_contract) != tuple(range(d.lhs_rank - len(d.lhs_contract), d.lhs_rank))
 
 
 def link_seconds(num_bytes: int) -> float:

@@ -135,6 +135,21 @@ def test_cut_keeps_each_device_together_when_dependencies_allow():
     assert [p.device for p in cut(module)] == ["systolic", "cpu"]
 
 
+def test_cut_computes_a_value_in_the_last_run_before_its_reader():
+    _, module = placed(hlo("""
+  x = f32[4,4] parameter(0)
+  b = f32[4] parameter(1)
+  e = f32[4,4] exp(x), device="cpu"
+  bb = f32[4,4] broadcast_in_dim(b), broadcast_dimensions={1}, device="cpu"
+  d = f32[4,4] dot_general(e, x), lhs_contracting_dims={1}, rhs_contracting_dims={0}, device="systolic"
+  a = f32[4,4] add(d, bb), device="cpu"
+  ROOT t = (f32[4,4]) tuple(a)"""))
+    parts = cut(module)
+    assert [[i.name for i in p.module.entry.instructions if i.opcode not in ("parameter", "tuple")]
+            for p in parts] == [["e"], ["d"], ["bb", "a"]]      # bb joins its reader, not e
+    assert [i.name for i in parts[0].outputs] == ["e"]
+
+
 # ----------------------------------------------------------------------------- auto
 
 BIG_GEMM_AND_TINY_OP = hlo("""
@@ -156,7 +171,7 @@ def test_auto_puts_a_large_gemm_on_the_machine_and_a_tiny_op_on_the_cpu():
     d = next(i for i in module.entry.instructions if i.name == "d")
     # the closed form: 512 rows through (512/128)^2 weight tiles, overlapping the DMA of
     # 3 MiB at 256 B/cycle, plus fill/drain and the host latency
-    assert systolic_cycles(d, model._config(), _Bodies()) == max(512 * 16, math.ceil(3 * 512 * 512 * 4 / 256)) + 256 + 500
+    assert systolic_cycles(d, model._config(), _Bodies()) == max(512 * 16, math.ceil(3 * 512 * 512 * 4 / 256)) + 256 + 2 * 500
 
 
 def test_auto_groups_neighbours_instead_of_ping_ponging():
