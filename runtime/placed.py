@@ -166,7 +166,7 @@ class PlacedProgram:
 
 def _result(env: dict, value: Instruction):
     if value.opcode == "constant" and value not in env:
-        return value.attrs["value"].array
+        return np.array(value.attrs["value"].array)     # a fresh, writable copy per call
     return env[value]
 
 

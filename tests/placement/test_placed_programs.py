@@ -235,6 +235,20 @@ def test_an_op_scoped_to_systolic_that_it_cannot_run_is_an_error_naming_it(data)
     np.testing.assert_array_equal(soft(x), np.sort(x, axis=1))
 
 
+def test_results_that_are_arguments_or_constants(data):
+    _, x, _ = data
+
+    def f(x):
+        with tessel.device("systolic"):
+            y = x * 2.0
+        return x, np.float32(3.0), tnp.sort(y, axis=0)
+
+    got = tessel.jit(f, placement="soft").lower(x).compile()(x)
+    np.testing.assert_array_equal(got[0], x)
+    assert got[1] == 3.0 and got[1].flags.writeable
+    np.testing.assert_array_equal(got[2], np.sort(x * 2, axis=0))
+
+
 def test_nested_scopes_innermost_wins(data):
     _, x, _ = data
 
