@@ -1,8 +1,8 @@
 """Op test cases shared by the interpreter tests (tests/backends/test_interpreter_*.py,
 which check them against literal transcriptions of the StableHLO definitions) and the CPU
 codegen tests (tests/backends/cpu/, which check them against the interpreter), so both
-backends meet the same corner cases: gather, scatter, reduce_window, select_and_scatter
-and the two convolution gradient forms. Imported by name (tests/conftest.py puts this
+backends meet the same corner cases: gather, scatter, reduce_window, select_and_scatter,
+convolution and its two gradient forms. Imported by name (tests/conftest.py puts this
 folder on sys.path)."""
 from __future__ import annotations
 
@@ -112,7 +112,28 @@ def argmax_reducer(dtype, index_dtype="s32"):
     return build
 
 
-# ----------------------------------------------------------------------------- convolution gradients
+# ----------------------------------------------------------------------------- convolution
+
+# name -> lhs shape, rhs shape, attrs
+CONVS = {
+    "1d": ((2, 3, 7), (4, 3, 3), dict(dim_labels="bf0_oi0->bf0")),
+    "1d_strided_padded": ((2, 3, 8), (2, 3, 3), dict(dim_labels="bf0_oi0->bf0", window_strides=(3,),
+                                                     padding=((2, 1),))),
+    "2d_nhwc": ((2, 5, 4, 3), (3, 2, 3, 4), dict(dim_labels="b01f_01io->b01f", window_strides=(2, 1),
+                                                 padding=((1, 1), (0, 2)), rhs_dilation=(1, 2))),
+    "2d_lhs_dilation": ((1, 2, 3, 4), (3, 2, 2, 2), dict(dim_labels="bf01_oi01->bf01", lhs_dilation=(2, 3),
+                                                         padding=((1, 1), (1, 0)))),
+    "negative_padding": ((1, 2, 9), (2, 2, 2), dict(dim_labels="bf0_oi0->bf0", padding=((-2, -1),))),
+    "feature_groups": ((2, 6, 5), (4, 3, 2), dict(dim_labels="bf0_oi0->bf0", feature_group_count=2)),
+    "depthwise": ((1, 5, 4, 4), (2, 2, 1, 10), dict(dim_labels="bf01_01io->bf01", feature_group_count=5)),
+    "batch_groups": ((4, 3, 6), (6, 3, 2), dict(dim_labels="bf0_oi0->bf0", batch_group_count=2)),
+    "permuted_output": ((2, 3, 4, 5), (2, 3, 2, 2), dict(dim_labels="fb01_io01->0fb1")),
+    "3d": ((1, 2, 3, 4, 3), (2, 2, 2, 2, 2), dict(dim_labels="bf012_oi012->bf012", window_strides=(1, 2, 1))),
+    "empty_batch": ((0, 3, 5), (2, 3, 2), dict(dim_labels="bf0_oi0->bf0")),
+    "empty_features": ((2, 0, 5), (2, 0, 2), dict(dim_labels="bf0_oi0->bf0")),
+    "window_larger_than_input": ((2, 3, 2), (2, 3, 4), dict(dim_labels="bf0_oi0->bf0")),
+}
+
 
 # x shape (b f s...), w shape (o i k...), strides, padding, rhs dilation, feature groups
 CONV_GRADIENT_CASES = [

@@ -14,7 +14,7 @@ from tessel.backends.interpreter.testing import run_op
 from tessel.compiler import dtypes
 from tessel.compiler.ops import parse_dim_labels, window_output_size
 
-from op_cases import CONV_GRADIENT_CASES, filter_gradient_attrs, forward_conv_attrs, input_gradient_attrs
+from op_cases import CONV_GRADIENT_CASES, CONVS, filter_gradient_attrs, forward_conv_attrs, input_gradient_attrs
 
 
 def exact(got, want):
@@ -95,26 +95,6 @@ def conv_reference(lhs, rhs, dim_labels, window_strides=None, padding=None, lhs_
                 total += x[(batch, f_group * I + i) + s] * w[(o, i) + k]
             out[(b, o) + y] = total
     return np.transpose(out, np.argsort((dn.output_batch, dn.output_feature) + dn.output_spatial))
-
-
-CONVS = {  # name -> lhs shape, rhs shape, attrs
-    "1d": ((2, 3, 7), (4, 3, 3), dict(dim_labels="bf0_oi0->bf0")),
-    "1d_strided_padded": ((2, 3, 8), (2, 3, 3), dict(dim_labels="bf0_oi0->bf0", window_strides=(3,),
-                                                     padding=((2, 1),))),
-    "2d_nhwc": ((2, 5, 4, 3), (3, 2, 3, 4), dict(dim_labels="b01f_01io->b01f", window_strides=(2, 1),
-                                                 padding=((1, 1), (0, 2)), rhs_dilation=(1, 2))),
-    "2d_lhs_dilation": ((1, 2, 3, 4), (3, 2, 2, 2), dict(dim_labels="bf01_oi01->bf01", lhs_dilation=(2, 3),
-                                                         padding=((1, 1), (1, 0)))),
-    "negative_padding": ((1, 2, 9), (2, 2, 2), dict(dim_labels="bf0_oi0->bf0", padding=((-2, -1),))),
-    "feature_groups": ((2, 6, 5), (4, 3, 2), dict(dim_labels="bf0_oi0->bf0", feature_group_count=2)),
-    "depthwise": ((1, 5, 4, 4), (2, 2, 1, 10), dict(dim_labels="bf01_01io->bf01", feature_group_count=5)),
-    "batch_groups": ((4, 3, 6), (6, 3, 2), dict(dim_labels="bf0_oi0->bf0", batch_group_count=2)),
-    "permuted_output": ((2, 3, 4, 5), (2, 3, 2, 2), dict(dim_labels="fb01_io01->0fb1")),
-    "3d": ((1, 2, 3, 4, 3), (2, 2, 2, 2, 2), dict(dim_labels="bf012_oi012->bf012", window_strides=(1, 2, 1))),
-    "empty_batch": ((0, 3, 5), (2, 3, 2), dict(dim_labels="bf0_oi0->bf0")),
-    "empty_features": ((2, 0, 5), (2, 0, 2), dict(dim_labels="bf0_oi0->bf0")),
-    "window_larger_than_input": ((2, 3, 2), (2, 3, 4), dict(dim_labels="bf0_oi0->bf0")),
-}
 
 
 @pytest.mark.parametrize("case", sorted(CONVS))
