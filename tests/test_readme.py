@@ -38,7 +38,7 @@ def test_the_first_commands_are_the_quick_start():
 
 def test_every_python_block_runs(tmp_path):
     code = blocks("python")
-    assert len(code) >= 5, "the tour, training, systolic, distributed and AOT examples"
+    assert len(code) >= 6, "the tour, training, systolic, placement, distributed and AOT examples"
     env = {**os.environ, "TESSEL_CACHE_DIR": "off"}
     result = subprocess.run([sys.executable, "-c", RUNNER], input=json.dumps(code), text=True,
                             capture_output=True, timeout=600, cwd=tmp_path, env=env)
@@ -47,11 +47,14 @@ def test_every_python_block_runs(tmp_path):
     out = result.stdout
     assert "loss after 100 steps" in out and "[0. 6. 0.]" in out     # training, prod's gradient
     assert "MATMUL" in out and "MXU:" in out                         # the systolic report
+    assert 'send(dot_general), channel_id=1, device="systolic", peer="cpu"' in out   # placement's cut
+    assert "transfers: 2, 12,288 bytes" in out and "\n12288\n" in out      # and its report
     assert (tmp_path / "predict.tsl").exists()                       # the AOT artifact
 
 
 def test_linked_docs_exist():
     links = set(re.findall(r"\]\((docs/[\w.-]+\.md)\)", README))
-    assert {"docs/autodiff.md", "docs/systolic-backend.md", "docs/distributed.md", "docs/aot.md"} <= links
+    assert {"docs/autodiff.md", "docs/systolic-backend.md", "docs/placement.md", "docs/distributed.md",
+            "docs/aot.md"} <= links
     missing = [link for link in links if not os.path.exists(os.path.join(ROOT, link))]
     assert not missing, missing
