@@ -36,22 +36,15 @@ Small problems take other paths (`choose_path`): unrolled vector code when every
 dimension is tiny, a streaming dot / axpy kernel without packing when M == 1 or N == 1,
 and a fill (C = epilogue(0)) when K == 0.
 
-Mid-size problems on several threads take the "shared" path: the blocked kernel with
-its operands packed ONCE, then shared. Phase 1 (on the pool) packs all of A and all of
-B, panel by panel, into scratch (both must fit in SHARED_PACK_SHARE of the L3); phase 2
-cuts C into many small tasks (`shared_partition`, about SHARED_TASKS_PER_THREAD per
-thread) that run the macro-kernel over the packed panels. Against the blocked path's
-per-task packing this packs nothing twice (256 x 784 x 512 on two threads: 4 tasks
-each packed all of A), and the small tasks balance two threads when one of them is
-slowed down by other work on its core.
-
 Parallelism: the output is cut into tasks over (batch, rows, columns) (`partition`, a
 small cost model). A task runs its path's loop nest on its part with its own packing
 buffers in scratch: A and B blocks are packed per task, no sharing and no barriers;
 the price, re-packing B once per row part and A once per column part, is in the cost
-model. Tasks run on tessel's thread pool (`runtime_support`, `tessel_parallel_for`)
-when the work is at least `PARALLEL_MIN_FLOPS`; otherwise the entry calls the task
-function directly.
+model. Packed panels are never shared between threads: on the 2-vCPU host a thread
+writing lines the other core read in the previous call waits for cross-core
+invalidations, and a shared packing phase ran at ~5 GB/s (docs/cpu-perf.md). Tasks
+run on tessel's thread pool (`runtime_support`, `tessel_parallel_for`) when the work
+is at least `PARALLEL_MIN_FLOPS`; otherwise the entry calls the task function directly.
 
 C ABI of the generated entry:  void name(ptr A, ptr B, ptr C, ptr scratch, ptr op0, ...)
 where scratch holds `scratch_bytes(spec)` bytes (any alignment) and op0... are the
@@ -117,20 +110,18 @@ CACHE_SHARE = {"l1d": 2.0, "l2": 0.5, "l3": 0.25}
 PARALLEL_MIN_FLOPS = 1_500_000
 # ... and no task gets less than this (the pool's hand-off costs a few microseconds).
 MIN_TASK_FLOPS = 500_000
-# Packing one element costs about as much as PACK_COST vector FMAs (cost model; on
-# Zen 4 about half a cycle per element, an FMA issues every cycle).
-PACK_COST = 0.5
+# Packing one element costs about as much as PACK_COST vector FMAs (cost model).
+# Measured f32 256 x 784 x 512 on one Zen 4 core, kernels with a packer stubbed out:
+# packing A (200 k elements) 150 us, B (400 k) 150 us, the FMAs 1.85 ms (56 scalar
+# FMAs/ns): ~1.3-2.7 elements/ns, i.e. 20-40 scalar FMAs, 2 vector FMAs of 16 lanes.
+PACK_COST = 2.0
 # Threads do not run at the same speed (a core shared with another process, turbo):
 # the pool hands out tasks dynamically and the last thread finishes about this many
 # task times after the others, which favours several smaller tasks per thread. On the
 # quiet 2-core host one task per thread is ~5% faster at 256^3 than four (more packing,
-# smaller blocks); under load, more tasks win. 0.1 picks 2 tasks at 256^3, 8 at 1024^3.
+# smaller blocks); under load, more tasks win. With PACK_COST, 0.1 picks 2 tasks for
+# the M = 256 GEMMs of the MLP and GPT-2 block, 4 at 1024^3, 6 at 2048^3.
 UNEVEN_TAIL = 0.1
-# The shared path (module docstring): packed A and B together fit in this share of
-# the L3; C is cut into about this many tasks per thread.
-SHARED_PACK_SHARE = 0.25
-SHARED_TASKS_PER_THREAD = 4
-SHARED_PACK_GRAIN = 4          # panels per chunk of the packing phase
 # The register tile's rows may shrink below the widest when that wastes more than this
 # share of the computed rows (`micro_tile`). Measured f32 on Zen 4, one thread, CPU time:
 # 256 x 512 x 512 8 x 32 110 GFLOP/s, 14 x 32 103; 256 x 512 x 2048 97 vs 93.
@@ -350,45 +341,6 @@ def partition(spec: GemmSpec, threads: int, grain: tuple[int, int] = (1, 1),
     return best
 
 
-def shared_partition(spec: GemmSpec, threads: int, blk: Blocking) -> Partition:
-    """Tasks of the shared path: a grid of row parts (multiples of mr) by column parts
-    (multiples of nr), about SHARED_TASKS_PER_THREAD per thread, none below
-    MIN_TASK_FLOPS; among those, the squarest parts (the least C and panel traffic
-    per flop), then the fewest tasks."""
-    panels_m, panels_n = _ceil_div(spec.M, blk.mr), _ceil_div(spec.N, blk.nr)
-    want = SHARED_TASKS_PER_THREAD * threads
-    best, best_key = None, None
-    for pm in range(1, panels_m + 1):
-        for pn in range(1, panels_n + 1):
-            mt = _ceil_div(panels_m, pm) * blk.mr
-            nt = _ceil_div(panels_n, pn) * blk.nr
-            pm_, pn_ = _ceil_div(spec.M, mt), _ceil_div(spec.N, nt)
-            tasks = pm_ * pn_
-            if tasks > 2 * want or (tasks > threads and 2 * mt * nt * spec.K < MIN_TASK_FLOPS):
-                continue
-            key = (abs(tasks - want) // threads, (mt + nt) / (mt * nt), tasks)
-            if best_key is None or key < best_key:
-                best, best_key = Partition(1, pm_, pn_, 1, min(mt, spec.M), min(nt, spec.N)), key
-    return best or Partition(1, 1, 1, 1, spec.M, spec.N)
-
-
-def _shares_packing(spec: GemmSpec, threads: int, blk: Blocking, target: TargetInfo) -> bool:
-    """Whether the shared path applies: several threads, one batch element, an
-    explicit A, and both packed operands within SHARED_PACK_SHARE of the L3."""
-    caches = CACHES.get(target.cpu, DEFAULT_CACHES)
-    if threads <= 1 or spec.batch != 1 or spec.flops < PARALLEL_MIN_FLOPS \
-            or getattr(spec, "a_packer", None) is not None:      # an implicit A packs per task
-        return False
-    return _shared_pack_bytes(spec, blk) <= caches.l3 * SHARED_PACK_SHARE
-
-
-def _shared_pack_bytes(spec: GemmSpec, blk: Blocking) -> int:
-    """Packed A (every k block, every mr panel) and packed B (every nr panel)."""
-    a = _round_up(spec.M, blk.mr) * spec.K * spec.itemsize
-    b = _round_up(spec.N, blk.nr) * spec.K * spec.itemsize
-    return _round_up(a, ALIGN) + _round_up(b, ALIGN)
-
-
 @dataclass(frozen=True)
 class Plan:
     """How a spec is computed: its path, tasks, and for `blocked` the blocking."""
@@ -404,10 +356,6 @@ def plan(spec: GemmSpec, target: TargetInfo | None = None, threads: int | None =
     lanes = target.vector_lanes(spec.itemsize)
     if path == "blocked":
         blk = blocking(spec, target, tile)
-        if _shares_packing(spec, threads, blk, target):
-            parts = shared_partition(spec, threads, blk)
-            blk = replace(blk, kc=_balanced(spec.K, blk.kc, 1), mc=_balanced(parts.mt, blk.mc, blk.mr))
-            return Plan("shared", parts, blk)
         parts = partition(spec, threads, (blk.mr, blk.nr), PACK_COST * blk.lanes)
         # Even blocks inside a task: 1024 rows by mc 504 -> 3 x 350, not 504+504+16.
         blk = replace(blk, kc=_balanced(spec.K, blk.kc, 1),
@@ -478,8 +426,6 @@ def scratch_bytes(spec: GemmSpec, target: TargetInfo | None = None,
     """Bytes of scratch the kernel for `spec` needs (the pointer needs no alignment).
     Pass the `target`, `threads` and `tile` given to `emit_gemm`."""
     how = plan(spec, target, threads, tile)
-    if how.path == "shared":
-        return ALIGN + _shared_pack_bytes(spec, how.blocking)
     slot = _slot_bytes(spec, how)
     return ALIGN + how.partition.tasks * slot if slot else 0
 
@@ -580,12 +526,7 @@ class _Emitter:
             args = [*fn.args[:3], _align_up(b, fn.args[3]), *fn.args[4:]]
             for i, value in enumerate(args):
                 L.store(b, value, L.gep(b, ctx, L.PTR, i))
-            if self.plan.path == "shared":
-                pack, units = self._emit_shared_pack()
-                self._run(b, pack, ctx, units, SHARED_PACK_GRAIN)
-                self._run(b, self._emit_shared_tasks(), ctx, self.parts.tasks, 1)
-            else:
-                self._run(b, self._emit_task(), ctx, self.parts.tasks, 1)
+            self._run(b, self._emit_task(), ctx, self.parts.tasks, 1)
         b.ret_void()
         return fn
 
@@ -595,83 +536,6 @@ class _Emitter:
             b.call(_parallel_for(self.module), [fn, ctx, L.const(n), L.const(grain)])
         else:
             b.call(fn, [ctx, L.const(0), L.const(n)])
-
-    # ---------------------------------------------------------------- shared path
-
-    def _shared_layout(self):
-        """(panels of A, panels of B, k blocks, elements of packed A): A's k block pc
-        starts at pc*kc*panels_a*mr, its panel p p*kcur*mr later; B likewise after A."""
-        spec, blk = self.spec, self.blk
-        panels_a, panels_b = _ceil_div(spec.M, blk.mr), _ceil_div(spec.N, blk.nr)
-        a_elems = _round_up(panels_a * blk.mr * spec.K * self.size, ALIGN) // self.size
-        return panels_a, panels_b, _ceil_div(spec.K, blk.kc), a_elems
-
-    def _shared_panel(self, b, packed, pc, panel, width, panels):
-        """&packed panel `panel` of k block `pc` (width mr for A, nr for B)."""
-        spec, blk = self.spec, self.blk
-        kcur = L.minimum(b, blk.kc, L.sub(b, spec.K, L.mul(b, pc, blk.kc)))
-        block = L.mul(b, pc, blk.kc * panels * width)
-        return L.gep(b, packed, self.elem, L.add(b, block, L.mul(b, panel, L.mul(b, kcur, width)))), kcur
-
-    def _emit_shared_pack(self) -> tuple[ir.Function, int]:
-        """`name.pack(ctx, begin, end)`: units = k blocks x (A panels + B panels); a
-        unit packs one panel of one k block."""
-        spec, blk = self.spec, self.blk
-        panels_a, panels_b, k_blocks, a_elems = self._shared_layout()
-        pack_a, pack_b = self._packer(blk.mr), self._packer(blk.nr)
-        (_, a_rs, a_cs), (_, b_rs, b_cs) = spec.a_strides, spec.b_strides
-        fn, b = self._function(f"{self.name}.pack", [L.PTR, L.INDEX, L.INDEX])
-        ctx, begin, end = fn.args
-        a, bm, _, scratch = [L.load(b, L.gep(b, ctx, L.PTR, i), L.PTR) for i in range(4)]
-        per_block = panels_a + panels_b
-        with L.for_range(b, end, start=begin, name="unit", **AS_WRITTEN) as u:
-            pc = b.sdiv(u, L.const(per_block))
-            p = b.srem(u, L.const(per_block))
-            k0 = L.mul(b, pc, blk.kc)
-            with b.if_else(b.icmp_signed("<", p, L.const(panels_a))) as (is_a, is_b):
-                with is_a:
-                    dst, kcur = self._shared_panel(b, scratch, pc, p, blk.mr, panels_a)
-                    m0 = L.mul(b, p, blk.mr)
-                    rows = L.minimum(b, blk.mr, L.sub(b, spec.M, m0))
-                    b.call(pack_a, [dst, self._at(b, a, a_rs, a_cs, m0, k0), L.const(a_cs), L.const(a_rs),
-                                    kcur, rows])
-                with is_b:
-                    q = L.sub(b, p, panels_a)
-                    dst, kcur = self._shared_panel(b, L.gep(b, scratch, self.elem, a_elems), pc, q, blk.nr,
-                                                   panels_b)
-                    n0 = L.mul(b, q, blk.nr)
-                    cols = L.minimum(b, blk.nr, L.sub(b, spec.N, n0))
-                    b.call(pack_b, [dst, self._at(b, bm, b_rs, b_cs, k0, n0), L.const(b_rs), L.const(b_cs),
-                                    kcur, cols])
-        b.ret_void()
-        return fn, k_blocks * per_block
-
-    def _emit_shared_tasks(self) -> ir.Function:
-        """`name.task(ctx, begin, end)`: each task a part of C, over every k block,
-        mc rows at a time, through the macro-kernel on the shared packed panels."""
-        spec, blk, parts = self.spec, self.blk, self.parts
-        panels_a, panels_b, k_blocks, a_elems = self._shared_layout()
-        macro = self._macro()
-        _, c_rs, c_cs = spec.c_strides
-        fn, b = self._function(f"{self.name}.task", [L.PTR, L.INDEX, L.INDEX])
-        ctx, begin, end = fn.args
-        _, _, c, scratch, *ops = [L.load(b, L.gep(b, ctx, L.PTR, i), L.PTR)
-                                  for i in range(4 + spec.epilogue_operands)]
-        packed_b = L.gep(b, scratch, self.elem, a_elems)
-        with L.for_range(b, end, start=begin, name="task", **AS_WRITTEN) as t:
-            m0 = L.mul(b, b.sdiv(t, L.const(parts.pn)), parts.mt)
-            n0 = L.mul(b, b.srem(t, L.const(parts.pn)), parts.nt)
-            m1 = L.minimum(b, L.add(b, m0, parts.mt), spec.M)
-            ncur = L.minimum(b, parts.nt, L.sub(b, spec.N, n0))
-            with L.for_range(b, k_blocks, name="pcb", **AS_WRITTEN) as pc:
-                bp, kcur = self._shared_panel(b, packed_b, pc, b.sdiv(n0, L.const(blk.nr)), blk.nr, panels_b)
-                with L.for_range(b, m1, start=m0, step=blk.mc, name="ic", **AS_WRITTEN) as ic:
-                    ap, _ = self._shared_panel(b, scratch, pc, b.sdiv(ic, L.const(blk.mr)), blk.mr, panels_a)
-                    mcur = L.minimum(b, blk.mc, L.sub(b, m1, ic))
-                    b.call(macro, [ap, bp, self._at(b, c, c_rs, c_cs, ic, n0), mcur, ncur, kcur, pc, ic, n0,
-                                   *ops])
-        b.ret_void()
-        return fn
 
     def _emit_task(self) -> ir.Function:
         """`void name.task(ptr ctx, i64 begin, i64 end)`: tasks [begin, end) of the

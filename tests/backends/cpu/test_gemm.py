@@ -181,26 +181,54 @@ def test_partition_cost_model():
     assert gemv.pm > 1 and gemv.mt % 16 == 0
 
 
-# ----------------------------------------------------------------------------- the shared path
+# ----------------------------------------------------------------------------- mid sizes on threads
 
-SHARED = [(256, 512, 784), (256, 10, 512), (257, 129, 513), (33, 65, 1100), (500, 900, 40), (100, 300, 700)]
-
-
-def test_shared_path_is_chosen_for_mid_sizes_on_threads():
-    shared = lambda m, n, k, t=2: G.plan(G.GemmSpec("f32", m, n, k), threads=t).path  # noqa: E731
-    assert {shared(*s) for s in SHARED} == {"shared"}
-    assert shared(256, 512, 784, 1) == "blocked"                 # one thread: nothing packed twice
-    assert shared(2048, 2048, 2048) == "blocked"                 # packed operands beyond the L3 share
-    assert shared(64, 64, 64) == "blocked"                       # one task: below PARALLEL_MIN_FLOPS
-    assert G.plan(G.GemmSpec("f32", 256, 512, 784, batch=2), threads=2).path == "blocked"
+# Odd sizes: M and N not multiples of the tile, parts of uneven size (the last row or
+# column part shorter), several K blocks, and a narrow N (nv = 1 tile).
+MID = [(256, 512, 784), (256, 10, 512), (257, 129, 513), (33, 65, 1100), (500, 900, 40),
+       (100, 300, 700)]
 
 
-@pytest.mark.parametrize("m,n,k", SHARED)
-@pytest.mark.parametrize("layout", ["", "At", "Bt", "strided"])
-def test_shared_path(m, n, k, layout):
+@pytest.mark.parametrize("threads", [2, 3])
+def test_mid_sizes_split_into_whole_tiles_each_packing_its_own(threads):
+    """Every part of C is whole register tiles (but the last), the parts cover C
+    exactly, and each task has its own packing slot in scratch (nothing shared)."""
+    for m, n, k in MID:
+        spec = G.GemmSpec("f32", m, n, k)
+        how = G.plan(spec, threads=threads)
+        parts, blk = how.partition, how.blocking
+        assert how.path == "blocked" and 1 < parts.tasks <= 4 * threads
+        assert parts.mt % blk.mr == 0 or parts.mt == m
+        assert parts.nt % blk.nr == 0 or parts.nt == n
+        assert (parts.pm - 1) * parts.mt < m <= parts.pm * parts.mt
+        assert (parts.pn - 1) * parts.nt < n <= parts.pn * parts.nt
+        assert G.scratch_bytes(spec, threads=threads) == G.ALIGN + parts.tasks * G._slot_bytes(spec, how)
+
+
+def test_cost_model_counts_repacking():
+    """A task packs all of A for its columns and all of B for its rows: at M = 256 the
+    cheapest cut on two threads is two column halves (A packed twice), not four or
+    eight parts (the MLP's and GPT-2 block's GEMMs)."""
+    for m, n, k in [(256, 512, 784), (256, 512, 512), (256, 512, 2048)]:
+        parts = G.plan(G.GemmSpec("f32", m, n, k), threads=2).partition
+        assert (parts.pm, parts.pn) == (1, 2)
+
+
+@pytest.mark.parametrize("m,n,k", MID)
+@pytest.mark.parametrize("layout,threads", [("", 2), ("At", 2), ("Bt", 2), ("strided", 2),
+                                            ("", 3)])         # 3: uneven parts per thread
+def test_mid_sizes_on_threads(m, n, k, layout, threads):
     a, b = views(m, n, k, layout)
-    assert G.plan(spec_for(a, b, np.empty((m, n), np.float32)), threads=2).path == "shared"
-    check(run(a, b, threads=2), reference(a, b), k)
+    check(run(a, b, threads=threads), reference(a, b), k)
+
+
+def test_mid_size_sums_like_one_thread_and_applies_the_epilogue_once():
+    a, b = sample((257, 513)), sample((513, 129), seed=1)
+    np.testing.assert_array_equal(run(a, b, threads=2), run(a, b, threads=1))
+    np.testing.assert_array_equal(run(a, b, threads=3), run(a, b, threads=1))
+    bias = sample((129,), seed=2)
+    got = run(a, b, operands=(bias,), epilogue=bias_relu, epilogue_operands=1, threads=2)
+    check(got, np.maximum(reference(a, b) + bias, 0), 513)
 
 
 def test_tile_rows_follow_m():
@@ -224,27 +252,6 @@ def test_tile_rows_follow_m():
 def test_adapted_tiles_compute_the_product(m):
     a, b = sample((m, 300)), sample((300, 70), seed=1)
     check(run(a, b), reference(a, b), 300)
-
-
-def test_shared_partition_gives_each_thread_several_tasks():
-    for m, n, k in SHARED:
-        how = G.plan(G.GemmSpec("f32", m, n, k), threads=2)
-        parts, blk = how.partition, how.blocking
-        assert 2 < parts.tasks <= 2 * G.SHARED_TASKS_PER_THREAD * 2
-        assert parts.mt % blk.mr == 0 or parts.mt == m
-        assert parts.nt % blk.nr == 0 or parts.nt == n
-        assert (parts.pm - 1) * parts.mt < m <= parts.pm * parts.mt
-        assert (parts.pn - 1) * parts.nt < n <= parts.pn * parts.nt
-        assert G.scratch_bytes(G.GemmSpec("f32", m, n, k), threads=2) >= (
-            (-(-m // blk.mr) * blk.mr + -(-n // blk.nr) * blk.nr) * k * 4)
-
-
-def test_shared_path_sums_like_one_thread_and_applies_the_epilogue_once():
-    a, b = sample((257, 513)), sample((513, 129), seed=1)
-    np.testing.assert_array_equal(run(a, b, threads=2), run(a, b, threads=1))
-    bias = sample((129,), seed=2)
-    got = run(a, b, operands=(bias,), epilogue=bias_relu, epilogue_operands=1, threads=2)
-    check(got, np.maximum(reference(a, b) + bias, 0), 513)
 
 
 # ----------------------------------------------------------------------------- epilogues
