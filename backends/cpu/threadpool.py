@@ -47,7 +47,10 @@ PARALLEL_FOR_DECLARATION = "declare void @tessel_parallel_for(ptr, ptr, i64, i64
 
 MAX_THREADS = 256           # more than any machine we target; caps a bad env value
 CHUNKS_PER_THREAD = 4       # over-split so threads that finish early take more work
-DEFAULT_SPIN_US = 200       # bridges back-to-back kernels and short Python gaps
+DEFAULT_SPIN_US = 1000      # bridges back-to-back kernels, the inline kernels between
+                            # parallel ones and the Python gap between calls (measured:
+                            # 200 us put the worker to sleep 1-3 times per GPT-2 block
+                            # call and ~0.25 times per MLP call; 1000 us: ~0)
 POLL_BATCH = 64             # polls between looks at the clock while spinning
 YIELD_AFTER_US = 20         # spinning longer than this also yields the core at each look
 PREEMPTED_US = 50           # a gap this long between looks: the spinner lost its core

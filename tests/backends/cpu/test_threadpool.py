@@ -522,7 +522,7 @@ def test_results_of_busy_kernel(kernels):
 def test_idle_pool_burns_no_cpu(kernels, pool_of):
     pool_of(2)
     kernels.fill(100_000, 10)
-    time.sleep(0.05)                              # spin budget (200 us) long gone
+    time.sleep(0.05)                              # spin budget (DEFAULT_SPIN_US) long gone
     cpu_before, wall_before = time.process_time(), time.perf_counter()
     time.sleep(0.3)
     cpu = time.process_time() - cpu_before
