@@ -20,6 +20,10 @@ The large-shape kernel ("blocked") follows BLIS's loop structure:
               broadcast of A and nr/lanes vector FMAs per row; C tile (+)= it
               after the last K block: C tile = epilogue(C tile), while it is in L1
 
+A row-major A (contiguous along K) is not packed: the micro-kernel broadcasts its mr
+rows in place (`_reads_a_directly`; a partial last row panel is still packed), unless
+the rows would crowd into one L1 set.
+
 The tile is sized to the vector registers (`micro_tile`: 14 x 32 f32 with AVX-512),
 the blocks to the caches (`CACHES`, `blocking`). Partial tiles (M, N not multiples of
 mr, nr) are computed in full on the zero-padded panels and stored by a scalar edge
@@ -126,6 +130,15 @@ UNEVEN_TAIL = 0.1
 # share of the computed rows (`micro_tile`). Measured f32 on Zen 4, one thread, CPU time:
 # 256 x 512 x 512 8 x 32 110 GFLOP/s, 14 x 32 103; 256 x 512 x 2048 97 vs 93.
 TILE_WASTE_LIMIT = 0.03
+# Row-major A is read in place by the micro-kernel (`_reads_a_directly`), without
+# packing, unless its mr rows crowd into few L1 sets: the rows' addresses modulo
+# L1_SET_SPAN (one way of the L1: 4 KiB on every x86 L1d, whose index bits lie within
+# a page) may put at most DIRECT_A_ROWS_PER_SET rows in one set. Measured f32 on Zen 4,
+# two threads: 256 x 784 x 512 0.96x the time of packing A, 256 x 512 x 1536 (4 rows a
+# set) 0.92x; 1024^3 (14 rows 4 KiB apart, one set) 1.5x, hence the limit.
+DIRECT_A = True
+L1_SET_SPAN = 4096
+DIRECT_A_ROWS_PER_SET = 4
 # Every dimension at most this: the tiny path (unrolled, no packing).
 TINY_DIM = 16
 # Rows of C the tiny path accumulates at once (independent FMA chains hide latency).
@@ -756,27 +769,58 @@ class _Emitter:
                 with L.for_range(b, part.m1, start=part.m0, step=blk.mc, name="ic",
                                  **AS_WRITTEN) as ic:
                     mcur = L.minimum(b, blk.mc, L.sub(b, part.m1, ic))
-                    # A block: panels of mr rows (x), k along A's columns.
-                    if spec.a_packer is not None:
-                        b.call(spec.a_packer.function(self), [ap, part.a, ic, mcur, pc, kcur])
+                    c_block = self._at(b, part.c, c_rs, c_cs, ic, jc)
+                    rest = [mcur, ncur, kcur, pcb, L.add(b, part.row_base, ic), jc, *ops]
+                    if self._reads_a_directly():
+                        # whole mr-row panels read in place; a partial last panel is packed
+                        whole = b.icmp_signed("==", b.srem(mcur, L.const(blk.mr)), L.const(0))
+                        with b.if_else(whole, likely=True) as (direct, packed):
+                            with direct:
+                                b.call(self._macro(direct=True),
+                                       [self._at(b, part.a, a_rs, a_cs, ic, pc), bp, c_block, *rest])
+                            with packed:
+                                b.call(pack_a, [ap, self._at(b, part.a, a_rs, a_cs, ic, pc),
+                                                L.const(a_cs), L.const(a_rs), kcur, mcur])
+                                b.call(macro, [ap, bp, c_block, *rest])
                     else:
-                        b.call(pack_a, [ap, self._at(b, part.a, a_rs, a_cs, ic, pc),
-                                        L.const(a_cs), L.const(a_rs), kcur, mcur])
-                    b.call(macro, [ap, bp, self._at(b, part.c, c_rs, c_cs, ic, jc),
-                                   mcur, ncur, kcur, pcb, L.add(b, part.row_base, ic), jc,
-                                   *ops])
+                        # A block: panels of mr rows (x), k along A's columns.
+                        if spec.a_packer is not None:
+                            b.call(spec.a_packer.function(self), [ap, part.a, ic, mcur, pc, kcur])
+                        else:
+                            b.call(pack_a, [ap, self._at(b, part.a, a_rs, a_cs, ic, pc),
+                                            L.const(a_cs), L.const(a_rs), kcur, mcur])
+                        b.call(macro, [ap, bp, c_block, *rest])
 
-    def _macro(self) -> ir.Function:
+    def _reads_a_directly(self) -> bool:
+        """Whether the micro-kernel reads A in place, unpacked: an explicit A contiguous
+        along k (row-major), whose mr rows the kernel broadcasts from like a packed
+        panel's. Packing A cost a task 4-8% at M = 256 on two threads (each thread
+        packs all of A for its columns); B stays packed (its panel is reused by every
+        row panel and must stay in L1)."""
+        spec, mr = self.spec, self.blk.mr
+        if not (DIRECT_A and spec.a_packer is None and spec.a_strides[2] == 1
+                and spec.a_strides[1] > 0):
+            return False
+        line = 64
+        sets = [(i * spec.a_strides[1] * self.size) % L1_SET_SPAN // line for i in range(mr)]
+        return max(sets.count(x) for x in sets) <= DIRECT_A_ROWS_PER_SET
+
+    def _macro(self, direct: bool = False) -> ir.Function:
         """`name.macro(Ap, Bp, C, mcur, ncur, kcur, k_block, row, col, op...)`: every
         mr x nr tile of a packed A block times a packed B block into the C block at `C`
         (whose first element is C[row, col], row flattened); after the last K block
-        each finished tile goes through the epilogue."""
+        each finished tile goes through the epilogue. `direct`: Ap is &A[row, k0] of
+        A itself (`_reads_a_directly`), mcur a multiple of mr."""
         spec, blk = self.spec, self.blk
         nops = spec.epilogue_operands
-        fn, b = self._function(f"{self.name}.macro", [L.PTR] * 3 + [L.INDEX] * 6
-                               + [L.PTR] * nops)
+        name = f"{self.name}.macro" + (".direct" if direct else "")
+        existing = self.module.globals.get(name)
+        if existing is not None:
+            return existing
+        fn, b = self._function(name, [L.PTR] * 3 + [L.INDEX] * 6 + [L.PTR] * nops)
         ap, bp, c, mcur, ncur, kcur, k_block, row, col, *ops = fn.args
-        ukernel = self._ukernel()
+        ukernel = self._ukernel(direct)
+        a_rows = spec.a_strides[1]
         _, rs, cs = spec.c_strides
         accumulate = b.icmp_signed(">", k_block, L.const(0))
         last = b.icmp_signed("==", k_block, L.const(_ceil_div(spec.K, blk.kc) - 1))
@@ -784,7 +828,7 @@ class _Emitter:
             b_panel = L.gep(b, bp, self.elem, L.mul(b, jr, kcur))
             n_valid = L.minimum(b, blk.nr, L.sub(b, ncur, jr))
             with L.for_range(b, mcur, step=blk.mr, name="ir", **AS_WRITTEN) as ir_:
-                a_panel = L.gep(b, ap, self.elem, L.mul(b, ir_, kcur))
+                a_panel = L.gep(b, ap, self.elem, L.mul(b, ir_, a_rows if direct else kcur))
                 m_valid = L.minimum(b, blk.mr, L.sub(b, mcur, ir_))
                 tile = self._at(b, c, rs, cs, ir_, jr)
                 b.call(ukernel, [kcur, a_panel, b_panel, tile, L.const(rs), L.const(cs),
@@ -910,16 +954,19 @@ class _Emitter:
             with L.for_range(b, width, start=count, name="z", **AS_WRITTEN) as x:
                 L.store(b, L.zeros(self.elem), L.gep(b, row_dst, self.elem, x))
 
-    def _ukernel(self) -> ir.Function:
+    def _ukernel(self, direct: bool = False) -> ir.Function:
         """`ukernel(kc, Ap, Bp, C, rs, cs, m_valid, n_valid, accumulate)`: the mr x nr
-        register tile Ap @ Bp over kc steps, then C[:m_valid, :n_valid] (+)= tile."""
+        register tile Ap @ Bp over kc steps, then C[:m_valid, :n_valid] (+)= tile.
+        Ap is a packed panel (k-major, mr per k), or with `direct` mr rows of A itself,
+        a_strides[1] apart, contiguous along k (a kernel per row stride)."""
         blk = self.blk
+        a_step = (self.spec.a_strides[1], 1) if direct else (1, blk.mr)   # (row, k) strides
 
         def emit(fn, b):
             kc, ap, bp, c, rs, cs, m_valid, n_valid, accumulate = fn.args
             for arg in (ap, bp, c):
                 arg.add_attribute("noalias")
-            tile = self._tile_product(b, ap, bp, kc)
+            tile = self._tile_product(b, ap, bp, kc, a_step)
             full = b.and_(b.and_(b.icmp_signed("==", m_valid, L.const(blk.mr)),
                                  b.icmp_signed("==", n_valid, L.const(blk.nr))),
                           b.icmp_signed("==", cs, L.const(1)))
@@ -929,14 +976,15 @@ class _Emitter:
                 with edge:
                     self._store_edge(b, tile, c, rs, cs, m_valid, n_valid, accumulate)
 
-        name = f"tessel.gemm.ukernel.{self.spec.dtype}.{blk.mr}x{blk.nr}"
+        name = f"tessel.gemm.ukernel.{self.spec.dtype}.{blk.mr}x{blk.nr}" + (
+            f".a{a_step[0]}" if direct else "")
         return self._shared(name, [L.INDEX, L.PTR, L.PTR, L.PTR, L.INDEX, L.INDEX,
                                    L.INDEX, L.INDEX, L.I1], emit)
 
-    def _tile_product(self, b, a_panel, b_panel, kc) -> list[list[ir.Value]]:
-        """sum over k < kc of A panel column k (broadcasts) times B panel row k
-        (vectors), in mr x nv accumulators (entry-block allocas, promoted to registers);
-        the k loop unrolled K_UNROLL times."""
+    def _tile_product(self, b, a_panel, b_panel, kc, a_step) -> list[list[ir.Value]]:
+        """sum over k < kc of A panel column k (broadcasts; element (i, k) at
+        i*a_step[0] + k*a_step[1]) times B panel row k (vectors), in mr x nv accumulators
+        (entry-block allocas, promoted to registers); the k loop unrolled K_UNROLL times."""
         blk = self.blk
         nv = blk.nr // blk.lanes
         accs = [[L.alloca_once(b, self.vec, name=f"c{i}_{j}") for j in range(nv)]
@@ -948,9 +996,10 @@ class _Emitter:
             b_row = L.gep(b, b_panel, self.elem, L.mul(b, k, blk.nr))
             bk = [L.load_vector(b, L.gep(b, b_row, self.elem, j * blk.lanes), self.vec,
                                 align=ALIGN) for j in range(nv)]
-            a_col = L.gep(b, a_panel, self.elem, L.mul(b, k, blk.mr))
+            a_col = L.gep(b, a_panel, self.elem, L.mul(b, k, a_step[1]))
             for i in range(blk.mr):
-                aik = L.splat(b, L.load(b, L.gep(b, a_col, self.elem, i), self.elem), blk.lanes)
+                aik = L.splat(b, L.load(b, L.gep(b, a_col, self.elem, i * a_step[0]), self.elem),
+                              blk.lanes)
                 for j in range(nv):
                     slot = accs[i][j]
                     L.store(b, L.fma(b, aik, bk[j], L.load(b, slot, self.vec)), slot)

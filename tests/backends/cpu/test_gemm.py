@@ -323,12 +323,34 @@ def test_epilogue_applied_once_with_several_k_blocks():
 # ----------------------------------------------------------------------------- codegen
 
 def test_shared_kernels_are_emitted_once():
+    """One packed-panel micro-kernel per tile, one A-in-place variant per A row stride."""
     module = ir.Module()
     G.emit_gemm(module, G.GemmSpec("f32", 100, 100, 100), "g1", threads=1)
-    G.emit_gemm(module, G.GemmSpec("f32", 50, 70, 300), "g2", threads=1)
-    names = [f.name for f in module.functions if f.name.startswith("tessel.gemm.ukernel")]
-    assert len(names) == 1
+    G.emit_gemm(module, G.GemmSpec("f32", 100, 70, 300), "g2", threads=1)
+    G.emit_gemm(module, G.GemmSpec("f32", 100, 40, 300), "g3", threads=1)
+    names = sorted(f.name for f in module.functions if f.name.startswith("tessel.gemm.ukernel"))
+    mr, nr = G.micro_tile(host(), 4, 100, 100)
+    assert len(set(names)) == len(names) == 3
+    assert sorted(n.rsplit(".", 1)[-1] for n in names) == sorted(["a100", "a300", f"{mr}x{nr}"])
     JitModule(str(module))      # verifies
+
+
+@pytest.mark.parametrize("m,n,k", [(256, 512, 784), (100, 70, 300), (33, 65, 1100), (40, 50, 1024)])
+def test_a_read_in_place_or_packed(m, n, k):
+    """Row-major A is read in place (whole row panels; a partial last panel packed)
+    unless its rows crowd into one L1 set (K = 1024 f32: rows 4 KiB apart): same
+    result either way, bit for bit (the same FMAs in the same order)."""
+    a, b = sample((m, k)), sample((k, n), seed=1)
+    spec = spec_for(a, b, np.empty((m, n), np.float32))
+    direct = G._Emitter(ir.Module(), spec, "g", host(), 1, None)._reads_a_directly()
+    assert direct == (k != 1024)
+    got = run(a, b, threads=2)
+    check(got, reference(a, b), k)
+    G.DIRECT_A = False
+    try:
+        np.testing.assert_array_equal(run(a, b, threads=2), got)
+    finally:
+        G.DIRECT_A = True
 
 
 @pytest.mark.skipif(not host().has("avx512f"), reason="checks AVX-512 code")
