@@ -131,14 +131,15 @@ UNEVEN_TAIL = 0.1
 # 256 x 512 x 512 8 x 32 110 GFLOP/s, 14 x 32 103; 256 x 512 x 2048 97 vs 93.
 TILE_WASTE_LIMIT = 0.03
 # Row-major A is read in place by the micro-kernel (`_reads_a_directly`), without
-# packing, unless its mr rows crowd into few L1 sets: the rows' addresses modulo
+# packing, unless its mr rows crowd into one L1 set: the rows' addresses modulo
 # L1_SET_SPAN (one way of the L1: 4 KiB on every x86 L1d, whose index bits lie within
-# a page) may put at most DIRECT_A_ROWS_PER_SET rows in one set. Measured f32 on Zen 4,
-# two threads: 256 x 784 x 512 0.96x the time of packing A, 256 x 512 x 1536 (4 rows a
-# set) 0.92x; 1024^3 (14 rows 4 KiB apart, one set) 1.5x, hence the limit.
+# a page) may put at most DIRECT_A_ROWS_PER_SET rows in one set (the L1's ways, 8 on
+# the CPUs in CACHES). Measured f32 on Zen 4, two threads: 256 x 784 x 512 0.96x the
+# time of packing A, 256 x 512 x 1536 (4 rows a set) 0.92x, 256 x 2048 x 512 (8 rows
+# a set) 0.93x; 1024^3 (14 rows 4 KiB apart in one set) 1.5x, hence the limit.
 DIRECT_A = True
 L1_SET_SPAN = 4096
-DIRECT_A_ROWS_PER_SET = 4
+DIRECT_A_ROWS_PER_SET = 8
 # Every dimension at most this: the tiny path (unrolled, no packing).
 TINY_DIM = 16
 # Rows of C the tiny path accumulates at once (independent FMA chains hide latency).

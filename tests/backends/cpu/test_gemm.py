@@ -335,15 +335,18 @@ def test_shared_kernels_are_emitted_once():
     JitModule(str(module))      # verifies
 
 
-@pytest.mark.parametrize("m,n,k", [(256, 512, 784), (100, 70, 300), (33, 65, 1100), (40, 50, 1024)])
+@pytest.mark.parametrize("m,n,k", [(256, 512, 784), (100, 70, 300), (33, 65, 1100), (40, 50, 1024),
+                                   (256, 40, 2048)])
 def test_a_read_in_place_or_packed(m, n, k):
     """Row-major A is read in place (whole row panels; a partial last panel packed)
-    unless its rows crowd into one L1 set (K = 1024 f32: rows 4 KiB apart): same
-    result either way, bit for bit (the same FMAs in the same order)."""
+    unless more than DIRECT_A_ROWS_PER_SET of its mr rows index one L1 set (K = 1024
+    or 2048 f32: every row 4 KiB apart in the same set): same result either way, bit
+    for bit (the same FMAs in the same order)."""
     a, b = sample((m, k)), sample((k, n), seed=1)
     spec = spec_for(a, b, np.empty((m, n), np.float32))
-    direct = G._Emitter(ir.Module(), spec, "g", host(), 1, None)._reads_a_directly()
-    assert direct == (k != 1024)
+    emitter = G._Emitter(ir.Module(), spec, "g", host(), 1, None)
+    same_set = k % 1024 == 0
+    assert emitter._reads_a_directly() == (not same_set or emitter.blk.mr <= G.DIRECT_A_ROWS_PER_SET)
     got = run(a, b, threads=2)
     check(got, reference(a, b), k)
     G.DIRECT_A = False
