@@ -12,20 +12,18 @@ from tessel.compiler.pipeline import optimize
 from tessel.runtime import backends
 
 
-def assert_backends_agree(text: str, args, inexact=None):
-    """The interpreter and CPU pipelines and the CPU backend compute what the
-    interpreter computes on the unoptimized module."""
+def assert_backends_agree(text: str, args, inexact=None, backend: str = "cpu"):
+    """The interpreter's and `backend`'s pipelines (on the interpreter) and `backend`
+    compute what the interpreter computes on the unoptimized module."""
     module = parse_module(text)
     want = evaluate(module, args)
-    n = len(checks.leaves(want))
-    inexact = inexact or [False] * n
-    for backend in ("interpreter", "cpu"):
-        optimized, _ = optimize(module, backend)
+    inexact = inexact or [False] * len(checks.leaves(want))
+    for pipeline in ("interpreter", backend):
+        optimized, _ = optimize(module, pipeline)
         got = evaluate(optimized, args)
-        assert checks.mismatch(got, want, inexact, 1.0, f"{backend} pipeline") is None
-    optimized, _ = optimize(module, "cpu")
-    got = backends.get("cpu").compile(optimized)([np.array(a, copy=True) for a in args])
-    problem = checks.mismatch(got, want, inexact, 1.0, "cpu backend")
+        assert checks.mismatch(got, want, inexact, 1.0, f"{pipeline} pipeline") is None
+    got = backends.get(backend).compile(optimized)([np.array(a, copy=True) for a in args])
+    problem = checks.mismatch(got, want, inexact, 1.0, f"{backend} backend")
     assert problem is None, problem
 
 
@@ -161,17 +159,9 @@ ENTRY main {
 
 
 def assert_systolic_agrees(text: str, args):
-    """The systolic pipeline (on the interpreter) and backend compute what the interpreter
-    computes on the unoptimized module, bit for bit (these programs have no matrix-unit
-    rounding: their dots multiply zeros or nothing)."""
-    module = parse_module(text)
-    want = evaluate(module, args)
-    exact = [False] * len(checks.leaves(want))
-    optimized, _ = optimize(module, "systolic")
-    assert checks.mismatch(evaluate(optimized, args), want, exact, 1.0, "systolic pipeline") is None
-    got = backends.get("systolic").compile(optimized)(args)
-    problem = checks.mismatch(got, want, exact, 1.0, "systolic backend")
-    assert problem is None, problem
+    """Bit for bit: these programs have no matrix-unit rounding (their dots multiply
+    zeros, nothing, or small integers)."""
+    assert_backends_agree(text, args, backend="systolic")
 
 
 def test_empty_values_on_the_systolic_backend():
