@@ -32,6 +32,7 @@ import re
 import time
 import warnings
 from pathlib import Path
+from typing import Callable, TypeVar
 
 ENTRY_FORMAT = "tessel-compile-cache"
 ENTRY_VERSION = 1
@@ -41,6 +42,7 @@ _SIZE = re.compile(r"(\d+)\s*([KMG]?)(?:I?B)?", re.IGNORECASE)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 # A writer's temporary file this old is a crashed writer's leftover (writes take seconds).
 STALE_TEMPORARY_SECONDS = 3600
+T = TypeVar("T")
 
 
 def directory() -> Path | None:
@@ -105,7 +107,8 @@ def make_key(**parts) -> str:
 
 
 class DiskCache:
-    """Entries `<key>.tsl` in one directory: `get` -> (meta, members) or None; `put`."""
+    """Entries `<key>.tsl` in one directory: `get` -> (meta, members) or None; `load`
+    decodes an entry with the backend's reader (backends/*/program_cache.py); `put`."""
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -137,6 +140,21 @@ class DiskCache:
             return None
         _touch(path)
         return meta, members
+
+    def load(self, key: str, decode: Callable[[dict, dict[str, bytes]], T]) -> T | None:
+        """`decode(meta, members)` of the entry, None if there is none. A damaged entry
+        (`get`) or one `decode` finds malformed (KeyError, TypeError, ValueError: a layout
+        this code does not read) is removed with a warning, and None returned."""
+        found = self.get(key)
+        if found is None:
+            return None
+        try:
+            return decode(*found)
+        except (KeyError, TypeError, ValueError) as e:
+            self.discard(key)
+            warnings.warn(f"tessel: discarding a malformed compile cache entry {key[:12]} ({e!r})",
+                          RuntimeWarning, stacklevel=3)      # the backend's caller
+            return None
 
     def put(self, key: str, meta: dict, members: dict[str, bytes]) -> Path:
         from ..aot import archive

@@ -76,29 +76,26 @@ def store(cache: compile_cache.DiskCache, entry_key: str, program: codegen.Progr
 
 
 def load(cache: compile_cache.DiskCache, entry_key: str) -> tuple[codegen.Program, LoadedObject] | None:
-    """The cached program and its object linked into this process, or None."""
-    found = cache.get(entry_key)
+    """The cached program and its object linked into this process, or None (a malformed
+    entry is discarded with a warning)."""
+    found = cache.load(entry_key, _decode)
     if found is None:
         return None
-    meta, members = found
-    try:
-        plan = meta["program"]
-        program = codegen.Program(
-            ir="", arguments=[_shape(s) for s in plan["arguments"]], outputs=[_shape(s) for s in plan["outputs"]],
-            output_aliases={int(k): Slice(kind, int(index), int(size)) for k, kind, index, size in plan["output_aliases"]},
-            scratch_bytes=int(plan["scratch_bytes"]),
-            constants=np.frombuffer(members.get("constants.bin", b""), np.uint8),
-            kernels=list(plan["kernels"]), entry=str(plan["entry"]))
-        obj = members["code/program.o"]
-    except (KeyError, TypeError, ValueError) as e:
-        cache.discard(entry_key)
-        import warnings
-        warnings.warn(f"tessel: discarding a malformed compile cache entry {entry_key[:12]} ({e!r})",
-                      RuntimeWarning, stacklevel=2)
-        return None
+    program, obj = found
     from . import runtime_support
     runtime_support.parallel_for_address()          # the pool's symbol, for the object's calls
     return program, LoadedObject(obj)
+
+
+def _decode(meta: dict, members: dict[str, bytes]) -> tuple[codegen.Program, bytes]:
+    plan = meta["program"]
+    program = codegen.Program(
+        ir="", arguments=[_shape(s) for s in plan["arguments"]], outputs=[_shape(s) for s in plan["outputs"]],
+        output_aliases={int(k): Slice(kind, int(index), int(size)) for k, kind, index, size in plan["output_aliases"]},
+        scratch_bytes=int(plan["scratch_bytes"]),
+        constants=np.frombuffer(members.get("constants.bin", b""), np.uint8),
+        kernels=list(plan["kernels"]), entry=str(plan["entry"]))
+    return program, members["code/program.o"]
 
 
 def _shape_json(shape: Shape) -> list:

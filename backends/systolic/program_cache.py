@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import warnings
 
 import numpy as np
 
@@ -46,17 +45,11 @@ def store(cache: compile_cache.DiskCache, entry_key: str, program: SystolicProgr
 
 def load(cache: compile_cache.DiskCache, entry_key: str) -> SystolicProgram | None:
     """The cached program, or None (a malformed entry is discarded with a warning)."""
-    found = cache.get(entry_key)
-    if found is None:
-        return None
-    meta, members = found
-    try:
-        layout = meta["program"]
-        constants = [np.load(io.BytesIO(members[f"constants/c{k}.npy"]), allow_pickle=False)
-                     for k in range(len(layout["constants"]))]
-        return SystolicProgram.from_parts(layout, members[BINARY], constants)
-    except (KeyError, TypeError, ValueError) as e:
-        cache.discard(entry_key)
-        warnings.warn(f"tessel: discarding a malformed compile cache entry {entry_key[:12]} ({e!r})",
-                      RuntimeWarning, stacklevel=2)
-        return None
+    return cache.load(entry_key, _decode)
+
+
+def _decode(meta: dict, members: dict[str, bytes]) -> SystolicProgram:
+    layout = meta["program"]
+    constants = [np.load(io.BytesIO(members[f"constants/c{k}.npy"]), allow_pickle=False)
+                 for k in range(len(layout["constants"]))]
+    return SystolicProgram.from_parts(layout, members[BINARY], constants)

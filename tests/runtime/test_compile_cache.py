@@ -186,3 +186,36 @@ def test_processes_share_the_cache_and_compile_at_once(tmp_path, monkeypatch):
     later = tessel.jit(lambda x, w: tnp.tanh(x @ w).sum(axis=0) + 1.0)
     assert isinstance(native_of(later, X, W), llvm_target.LoadedObject)
     np.testing.assert_allclose(later(X, W), EXPECTED, rtol=1e-6)
+
+
+def test_an_entry_whose_plan_is_malformed_is_discarded_with_a_warning_and_recompiled(cache_dir):
+    """An intact container whose program plan this code cannot read (a key missing)."""
+    import json
+    import zipfile
+    tessel.jit(layer)(X, W)
+    (entry,) = cache_dir.iterdir()
+    with zipfile.ZipFile(entry) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    meta = json.loads(members["meta.json"])
+    del meta["program"]["scratch_bytes"]
+    members["meta.json"] = json.dumps(meta).encode()
+    with zipfile.ZipFile(entry, "w") as z:
+        for n, d in members.items():
+            z.writestr(n, d)
+    with pytest.warns(RuntimeWarning, match=r"discarding a malformed compile cache entry \w{12} \(KeyError"):
+        native = native_of(tessel.jit(layer), X, W)
+    assert isinstance(native, llvm_target.JitModule)              # compiled again ...
+    np.testing.assert_allclose(tessel.jit(layer)(X, W), EXPECTED, rtol=1e-6)
+    assert isinstance(native_of(tessel.jit(layer), X, W), llvm_target.LoadedObject)   # ... and stored again
+
+
+@pytest.mark.parametrize("backend", ["cpu", "systolic"])
+def test_a_malformed_entry_is_reported_at_the_backends_caller(cache_dir, backend):
+    from tessel.backends.systolic import program_cache as systolic_program_cache
+    load = {"cpu": program_cache.load, "systolic": systolic_program_cache.load}[backend]
+    cache = compile_cache.DiskCache(cache_dir)
+    cache.put("ab" * 32, {"program": {"arguments": 3}}, {})
+    with pytest.warns(RuntimeWarning, match="discarding a malformed compile cache entry abababababab") as caught:
+        assert load(cache, "ab" * 32) is None
+    assert [w.filename for w in caught] == [__file__]             # the warning names the caller's line
+    assert entries(cache_dir) == []
