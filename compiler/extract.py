@@ -9,6 +9,10 @@ has a parameter for every value the group reads that it does not compute (`input
 first-use order), the group's instructions in their order (same names, shapes,
 attributes and source locations), and a root tuple of `outputs`. Computations the group
 calls come along. Only arrays can cross: `crossing_error(value)` is raised for a tuple.
+
+Both cut the same way around `extract`: `reads_after` says which of a group's values a
+later group or the result reads (the group's outputs), and at run time `bind_arguments`
+starts the environment of values the groups read and write.
 """
 from __future__ import annotations
 
@@ -57,6 +61,27 @@ def extract(module: Module, name: str, group: list[Instruction], outputs: list[I
     return result, inputs
 
 
+def reads_after(groups: list[list[Instruction]], results: Iterable[Instruction],
+                read: Callable[[Instruction], Instruction] = lambda value: value) -> list[set[Instruction]]:
+    """For each group, the values some later group or the program's `results` read.
+    `read(operand)` is the value an operand stands for (a recv: what its send sent)."""
+    later = {read(r) for r in results}
+    after = []
+    for group in reversed(groups):
+        after.append(set(later))
+        for instr in group:
+            later.update(read(o) for o in instr.operands)
+    return after[::-1]
+
+
+def bind_arguments(module: Module, arrays) -> dict[Instruction, object]:
+    """The entry's parameters bound to `arrays`: where running the cut groups starts."""
+    parameters = module.entry.parameters
+    if len(arrays) != len(parameters):
+        raise TypeError(f"{module.name}: expected {len(parameters)} arguments, given {len(arrays)}")
+    return dict(zip(parameters, arrays))
+
+
 def callees(group: Iterable[Instruction]) -> list[Computation]:
     """Computations the instructions call, callees before callers, each once."""
     order: list[Computation] = []
@@ -76,4 +101,4 @@ def callees(group: Iterable[Instruction]) -> list[Computation]:
     return order
 
 
-__all__ = ["callees", "extract"]
+__all__ = ["bind_arguments", "callees", "extract", "reads_after"]

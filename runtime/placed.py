@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from ..compiler.device_runs import device_runs, through_transfer
-from ..compiler.extract import extract
+from ..compiler.extract import bind_arguments, extract, reads_after
 from ..compiler.ir import Instruction, Module
 from ..compiler.passes.placement import device_of, unplaced_attrs
 from . import backends
@@ -74,23 +74,13 @@ class Transfer:
 def cut(module: Module) -> list[Part]:
     entry = module.entry
     runs = device_runs(entry.instructions, device_of)
-    read_later = _reads_after(runs, entry.root)
+    read_later = reads_after(runs, entry.root.operands, through_transfer)
     parts = []
     for k, run in enumerate(runs):
         part = _part(module, f"{module.name}.part{k}.{device_of(run[0])}", run, read_later[k])
         if part.outputs:
             parts.append(part)
     return parts
-
-
-def _reads_after(runs, root: Instruction) -> list[set[Instruction]]:
-    later: set[Instruction] = {through_transfer(o) for o in root.operands}
-    result = []
-    for run in reversed(runs):
-        result.append(set(later))
-        for instr in run:
-            later.update(through_transfer(o) for o in instr.operands)
-    return result[::-1]
 
 
 def _part(module: Module, name: str, run: list[Instruction], read_later: set[Instruction]) -> Part:
@@ -132,11 +122,7 @@ class PlacedProgram:
         return sum(t.nbytes for t in self.transfers)
 
     def run(self, arrays) -> list[np.ndarray]:
-        entry = self.module.entry
-        if len(arrays) != len(entry.parameters):
-            raise TypeError(f"{self.module.name}: expected {len(entry.parameters)} arguments, "
-                            f"given {len(arrays)}")
-        env: dict[Instruction, np.ndarray] = dict(zip(entry.parameters, arrays))
+        env = bind_arguments(self.module, arrays)
         moved = 0
         for part in self.parts:
             inputs = []

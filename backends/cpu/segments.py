@@ -26,7 +26,7 @@ from typing import Callable
 import numpy as np
 
 from ...compiler import dtypes
-from ...compiler.extract import extract
+from ...compiler.extract import bind_arguments, extract, reads_after
 from ...compiler.ir import Instruction, Module
 from ...compiler.ops import COLLECTIVES
 
@@ -64,7 +64,7 @@ def split(module: Module) -> list[Segment | Instruction]:
                 else groups[-1]
             group.append(instr)
             home[instr] = group
-    needed_after = _reads_after(groups, entry.root)
+    needed_after = reads_after([[g] if isinstance(g, Instruction) else g for g in groups], results_of(entry))
     steps = []
     for k, group in enumerate(groups):
         if isinstance(group, Instruction):
@@ -75,16 +75,10 @@ def split(module: Module) -> list[Segment | Instruction]:
     return steps
 
 
-def _reads_after(groups, root: Instruction) -> list[set[Instruction]]:
-    """For each group, the values some later group (or the entry's result) reads."""
-    later: set[Instruction] = set(root.operands if root.opcode == "tuple" else [root])
-    result = [set() for _ in groups]
-    for k in range(len(groups) - 1, -1, -1):
-        result[k] = set(later)
-        members = [groups[k]] if isinstance(groups[k], Instruction) else groups[k]
-        for instr in members:
-            later.update(instr.operands)
-    return result
+def results_of(entry) -> list[Instruction]:
+    """The values the entry returns (the elements of a root tuple, else the root)."""
+    root = entry.root
+    return list(root.operands) if root.opcode == "tuple" else [root]
 
 
 def _segment(module: Module, name: str, group: list[Instruction], needed_after: set[Instruction]) -> Segment:
@@ -119,15 +113,10 @@ class SegmentedProgram:
         for step in self.steps:
             if isinstance(step, Segment):
                 step.run = compile_segment(step.module)
-        root = module.entry.root
-        self.results = list(root.operands) if root.opcode == "tuple" else [root]
+        self.results = results_of(module.entry)
 
     def run(self, arrays) -> list[np.ndarray]:
-        entry = self.module.entry
-        if len(arrays) != len(entry.parameters):
-            raise TypeError(f"{self.module.name}: expected {len(entry.parameters)} arguments, "
-                            f"given {len(arrays)}")
-        env: dict[Instruction, np.ndarray] = dict(zip(entry.parameters, arrays))
+        env = bind_arguments(self.module, arrays)
         collectives = self.collectives()
         for step in self.steps:
             if isinstance(step, Segment):
