@@ -18,7 +18,12 @@ from .passes.loop_fusion import LoopFusion
 from .passes.multi_output_fusion import MultiOutputFusion
 from .passes.output_fusion import OutputFusion
 from .passes.reduction_fusion import ReductionFusion
+from .passes.reverse_expander import ReverseExpander
+from .passes.row_lookup_to_dot import RowLookupToDot
 from .passes.schedule import Scheduler
+from .passes.select_and_scatter_expander import SelectAndScatterExpander
+from .passes.update_slice_expander import UpdateSliceExpander
+from .passes.while_unroll import WhileUnroll
 from .passes.zero_elements import ZeroElementFolding
 
 SIMPLIFY_MAX_ITERATIONS = 16
@@ -95,10 +100,26 @@ def systolic_pipeline() -> list:
     # assignment and simplification tidy up as for the CPU. DotLayout puts dot operands
     # in the order the array streams them; it runs after the simplifier, which would fold
     # its transposes back into the dots, and DCE clears what it replaced. Scheduling
-    # comes last, as everywhere. Zero-element folding goes first: the machine moves data
-    # in rows and columns and has no transfer of nothing (compiler/passes/zero_elements.py).
-    return shared_prefix() + [ZeroElementFolding(), SystolicConvolutionExpander(), LayoutAssignment(),
-                              simplification(), DotLayout(), DCE(), Scheduler()]
+    # comes last, as everywhere. The expanders run first (systolic_expanders). Zero-element
+    # folding goes before the rest: the machine moves data in rows and columns and has no
+    # transfer of nothing (compiler/passes/zero_elements.py). After the simplifier has
+    # folded unrolled loop counters, the updates at those constants become slices and
+    # concatenates (the machine has no dynamic_update_slice), which the following
+    # simplification collapses into one concatenate per stacked output.
+    return systolic_expanders() + shared_prefix() + [
+        ZeroElementFolding(), UpdateSliceExpander(), SystolicConvolutionExpander(), LayoutAssignment(),
+        simplification(), DotLayout(), DCE(), Scheduler()]
+
+
+def systolic_expanders() -> list:
+    # Ops the systolic machine lacks, written with ones it has, before simplification
+    # folds the constants they make. It runs one instruction stream without branches:
+    # loops with a static trip count are unrolled (their copies' counters become
+    # constants, dynamic slices at them static slices). Table lookups and their
+    # gradients become one-hot matmuls, max-pool gradients compares, selects and pads,
+    # kernel reversal slices. What is left (too big to expand, integer bookkeeping)
+    # the backend refuses, or soft placement runs on the CPU.
+    return [WhileUnroll(), RowLookupToDot(), SelectAndScatterExpander(), ReverseExpander()]
 
 
 def placement_pipeline(mode, default: str) -> list:

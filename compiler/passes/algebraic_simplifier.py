@@ -314,6 +314,51 @@ def slice_slice(ctx, x, inner):
     return ctx.emit("slice", [x], {"start_indices": starts, "limit_indices": limits, "strides": strides})
 
 
+def slice_concatenate(ctx, cat):
+    # A slice of a concatenate (unit stride along the concatenated dim) reads only the
+    # operands its window overlaps: the same slice of each of them, concatenated (one
+    # operand: just its slice). Nothing is computed, fewer elements are moved.
+    s, d = ctx.instr, cat.attrs["dimension"]
+    starts, strides = _slice_params(s)
+    if strides[d] != 1:
+        return None
+    lo, hi = starts[d], s.attrs["limit_indices"][d]
+    pieces, offset = [], 0
+    for operand in cat.operands:
+        size = operand.shape.dims[d]
+        a, b = max(lo, offset), min(hi, offset + size)
+        if a < b:
+            start, limit = list(starts), list(s.attrs["limit_indices"])
+            start[d], limit[d] = a - offset, b - offset
+            pieces.append(ctx.emit("slice", [operand], {"start_indices": start, "limit_indices": limit,
+                                                         "strides": strides}))
+        offset += size
+    if not pieces:                  # an empty window: left to the other rules
+        return None
+    return pieces[0] if len(pieces) == 1 else ctx.emit("concatenate", pieces, {"dimension": d})
+
+
+def _concatenates_along_same_dim(cat: Instruction) -> bool:
+    return any(o.opcode == "concatenate" and o.attrs["dimension"] == cat.attrs["dimension"]
+               for o in cat.operands)
+
+
+def concatenate_concatenate(ctx, cat):
+    # Concatenation is associative: an operand that is itself a concatenate along the
+    # same dim contributes its operands in order.
+    d, operands = cat.attrs["dimension"], []
+    for o in cat.operands:
+        inner = o.opcode == "concatenate" and o.attrs["dimension"] == d
+        operands += list(o.operands) if inner else [o]
+    return ctx.emit("concatenate", operands, {"dimension": d})
+
+
+def slice_broadcast_scalar(ctx, b):
+    # Every element of a broadcast scalar is the scalar: any slice of it is the scalar
+    # broadcast to the slice's shape.
+    return ctx.emit("broadcast_in_dim", [b.operands[0]], {"broadcast_dimensions": ()}, shape=ctx.instr.shape)
+
+
 def reverse_reverse(ctx, x, inner):
     # Reversing a dim twice restores it: what is left is the dims reversed an odd number of times.
     dims = tuple(sorted(set(inner.attrs["dimensions"]) ^ set(ctx.instr.attrs["dimensions"])))
@@ -446,6 +491,12 @@ RULES = RuleTable([
          broadcast_splat_constant),
     Rule("slice_slice", Pat("slice", Pat("slice", x, name="inner")), slice_slice),
     Rule("reverse_reverse", Pat("reverse", Pat("reverse", x, name="inner")), reverse_reverse),
+    Rule("slice_concatenate", Pat("slice", Pat("concatenate", name="cat")), slice_concatenate),
+    Rule("concatenate_concatenate", Pat("concatenate", name="cat", where=_concatenates_along_same_dim),
+         concatenate_concatenate),
+    Rule("slice_broadcast_scalar",
+         Pat("slice", Pat("broadcast_in_dim", name="b", where=lambda b: b.operands[0].shape.rank == 0)),
+         slice_broadcast_scalar),
     Rule("convert_convert", Pat("convert", Pat("convert", x, name="mid")), convert_convert),
     Rule("dynamic_slice_constant_starts", Pat("dynamic_slice", name="d", where=_starts_are_constants),
          dynamic_slice_constant_starts),

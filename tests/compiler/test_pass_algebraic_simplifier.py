@@ -244,6 +244,25 @@ CASES = {
   b = f32[2,3,4] reverse(a), dimensions={1,2}
   c = f32[2,3,4] reverse(a), dimensions={1,0}
   ROOT t = (f32[2,3,4], f32[2,3,4]) tuple(b, c)"""), [], [], {}),
+    "slice_concatenate": (hlo("""
+  x = f32[2,3] parameter(0)
+  y = f32[4,3] parameter(1)
+  z = f32[1,3] parameter(2)
+  c = f32[7,3] concatenate(x, y, z), dimension=0
+  a = f32[2,2] slice(c), start_indices={3,0}, limit_indices={5,3}, strides={1,2}
+  b = f32[4,3] slice(c), start_indices={1,0}, limit_indices={5,3}
+  ROOT t = (f32[2,2], f32[4,3]) tuple(a, b)"""), [], ["slice"], {}),
+    "concatenate_concatenate": (hlo("""
+  x = f32[2,3] parameter(0)
+  y = f32[1,3] parameter(1)
+  c = f32[3,3] concatenate(x, y), dimension=0
+  d = f32[3,6] concatenate(c, c), dimension=1
+  ROOT e = f32[6,3] concatenate(y, c, x), dimension=0"""), [], ["concatenate"], {}),
+    "slice_broadcast_scalar": (hlo("""
+  p = f32[1] parameter(0)
+  x = f32[] reshape(p)
+  b = f32[5,4] broadcast_in_dim(x), broadcast_dimensions={}
+  ROOT s = f32[2,4] slice(b), start_indices={1,0}, limit_indices={5,4}, strides={2,1}"""), ["slice"], [], {}),
     "convert_convert": (hlo("""
   x = s32[3] parameter(0)
   y = f32[3] parameter(1)
@@ -307,6 +326,13 @@ def test_compositions_produce_one_op_with_the_composed_attributes(rng):
     assert "slice(x), start_indices={3,1}, limit_indices={8,5}, strides={2,3}" in out
     _, out = simplify(CASES["reverse_reverse"][0], rng)
     assert ops_in(out).count("reverse") == 1 and "reverse(x), dimensions={0,2}" in out
+    _, out = simplify(CASES["slice_concatenate"][0], rng)
+    assert "f32[2,2] slice(y), start_indices={1,0}, limit_indices={3,3}, strides={1,2}" in out
+    assert ops_in(out).count("concatenate") == 1 and "concatenate(slice" in out   # b: rows of x and y
+    _, out = simplify(CASES["concatenate_concatenate"][0], rng)
+    assert "f32[6,3] concatenate(y, x, y, x), dimension=0" in out
+    _, out = simplify(CASES["slice_broadcast_scalar"][0], rng)
+    assert "f32[2,4] broadcast_in_dim(x), broadcast_dimensions={}" in out
     _, out = simplify(CASES["convert_convert"][0], rng)
     assert ops_in(out).count("convert") == 1 and "f32[3] convert(x)" in out
     _, out = simplify(CASES["dynamic_slice_constant_starts"][0], rng)
