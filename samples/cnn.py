@@ -1,7 +1,7 @@
 """A small convolutional network on 8x8 digits (NHWC): conv 3x3 -> relu -> max-pool 2x2
 -> conv 3x3 -> relu -> max-pool 2x2 -> dense -> softmax cross-entropy, trained with Adam.
 
-    python samples/cnn.py [--backend cpu|interpreter|systolic] [--epochs 8]
+    python samples/cnn.py [--backend cpu|interpreter|systolic] [--epochs 8] [--steps N]
 
 One jitted program per training step: forward, tessel.value_and_grad (the convolutions'
 gradients are convolutions, the max-pools' are select_and_scatter), Adam update.
@@ -11,7 +11,7 @@ import numpy as np
 import tessel
 import tessel.numpy as tnp
 
-from common import Progress, batches, compile_for, load_for, one_hot, parse_args
+from common import fit_classifier, load_for, parse_args
 
 CONV = ("NHWC", "HWIO", "NHWC")
 
@@ -43,36 +43,13 @@ def loss_fn(params, x, y_onehot):
 
 
 def main(argv=None):
-    args = parse_args("a small CNN on 8x8 digits", argv, epochs=8, batch_size=64, lr=3e-3)
-    (x_train, y_train), (x_test, y_test) = load_for(args)
-    rng = np.random.default_rng(args.seed)
-    params = init_params(rng)
+    args = parse_args("a small CNN on 8x8 digits", argv, epochs=8, batch_size=64, lr=3e-3,
+                      systolic={"epochs": 4, "train_examples": 384, "batch_size": 32})
+    train, test = load_for(args)
+    params = init_params(np.random.default_rng(args.seed))
     opt = tessel.optim.adam(args.lr)
-    state = opt.init(params)
 
-    @tessel.jit(backend=args.backend)
-    def train_step(params, state, x, y_onehot):
-        loss, grads = tessel.value_and_grad(loss_fn)(params, x, y_onehot)
-        params, state = opt.update(grads, state, params)
-        return params, state, loss
-
-    @tessel.jit(backend=args.backend)
-    def accuracy(params, x, labels):
-        return tnp.mean(tnp.argmax(logits(params, x), axis=1) == labels)
-
-    batch = args.batch_size
-    progress = Progress()                 # the total time includes compiling
-    step_program = compile_for(args, train_step, params, state, x_train[:batch], one_hot(y_train[:batch]))
-
-    def step(x, y):
-        nonlocal params, state
-        params, state, loss = step_program(params, state, x, one_hot(y))
-        return loss
-
-    for epoch in range(1, args.epochs + 1):
-        loss, examples, seconds = progress.timed_epoch(step, batches(x_train, y_train, batch, rng))
-        progress.epoch(epoch, args.epochs, loss, float(accuracy(params, x_train, y_train)),
-                       float(accuracy(params, x_test, y_test)), examples, seconds)
+    progress, _ = fit_classifier(args, logits, loss_fn, opt, params, train, test)
     progress.summary(f"CNN conv16-pool-conv32-pool-dense, Adam {args.lr:g}")
     return progress
 

@@ -8,12 +8,14 @@ and the output projection tied to the token embedding. Each iteration is one tra
 step: forward, mean next-character cross-entropy, tessel.value_and_grad and the Adam
 update, jitted as one program. At the end the model continues a prompt greedily.
 """
+import functools
+
 import numpy as np
 
 import tessel
 import tessel.numpy as tnp
 
-from common import Progress, Vocabulary, bundled_text, compile_for, parse_args, windows
+from common import Vocabulary, bundled_text, fit_sequences, hit_rate, jit_for, parse_args, windows
 
 
 def init_params(rng, vocab: int, context: int, width: int, layers: int):
@@ -51,7 +53,7 @@ def causal_self_attention(x, block, heads: int):
     batch, time, width = x.shape
     q, k, v = (part.reshape(batch, time, heads, width // heads)
                for part in tnp.split(dense(x, block["qkv"]), 3, axis=-1))
-    scores = tnp.einsum("bqhd,bkhd->bhqk", q, k) * (1.0 / np.sqrt(width // heads))
+    scores = tnp.einsum("bqhd,bkhd->bhqk", q, k) * float(1.0 / np.sqrt(width // heads))   # a weak float: stays f32
     later = np.triu(np.ones((time, time), bool), k=1)                # key after query: masked
     scores = tnp.where(later, -1e9, scores)
     mixed = tnp.einsum("bhqk,bkhd->bqhd", tessel.nn.softmax(scores, axis=-1), v)
@@ -73,14 +75,13 @@ def loss_fn(params, inputs, targets, heads: int):
     out = logits(params, inputs, heads)
     target = tessel.nn.one_hot(targets, out.shape[-1])
     loss = -tnp.mean(tnp.sum(target * tessel.nn.log_softmax(out, axis=-1), axis=-1))
-    return loss, tnp.mean(tnp.argmax(out, axis=-1) == targets)
+    return loss, hit_rate(out, target)
 
 
-def generate(params, vocab: Vocabulary, prompt: str, length: int, context: int, heads: int,
-             backend: str) -> str:
+def generate(params, vocab: Vocabulary, prompt: str, length: int, context: int, heads: int, args) -> str:
     """Greedy continuation. One compiled shape: the last `context` tokens, right-padded
     (causal attention keeps the padding from reaching the position that is read)."""
-    @tessel.jit(backend=backend)
+    @functools.partial(jit_for, args)
     def next_token_logits(params, window):
         return logits(params, window, heads)[0]
 
@@ -94,7 +95,6 @@ def generate(params, vocab: Vocabulary, prompt: str, length: int, context: int, 
 
 
 def extra_flags(parser):
-    parser.add_argument("--steps", type=int, default=20, help="training steps per epoch")
     parser.add_argument("--context", type=int, default=32, help="characters the model sees")
     parser.add_argument("--width", type=int, default=64, help="embedding width")
     parser.add_argument("--heads", type=int, default=4, help="attention heads")
@@ -104,7 +104,9 @@ def extra_flags(parser):
 
 def main(argv=None):
     args = parse_args("a small GPT-2-style model trained on its own source", argv, epochs=10,
-                      batch_size=16, lr=3e-3, extra=extra_flags)
+                      batch_size=16, lr=3e-3, extra=extra_flags, steps=20,
+                      systolic={"epochs": 3, "steps": 4, "context": 16, "width": 32, "layers": 1,
+                                "batch_size": 8, "lr": 1e-2, "generate": 16})
     if args.width % args.heads:
         raise SystemExit(f"--width {args.width} must be a multiple of --heads {args.heads}")
     text = bundled_text(__file__)
@@ -114,35 +116,11 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
     params = init_params(rng, len(vocab), args.context, args.width, args.layers)
     opt = tessel.optim.adam(args.lr)
-    state = opt.init(params)
 
-    @tessel.jit(backend=args.backend)
-    def train_step(params, state, inputs, targets):
-        (loss, accuracy), grads = tessel.value_and_grad(loss_fn, has_aux=True)(
-            params, inputs, targets, args.heads)
-        params, state = opt.update(grads, state, params)
-        return params, state, loss, accuracy
-
-    progress = Progress()                 # the total time includes compiling
-    step_program = compile_for(args, train_step, params, state,
-                               *windows(ids, args.batch_size, args.context, rng))
-    accuracies = []
-
-    def step(inputs, targets):
-        nonlocal params, state
-        params, state, loss, accuracy = step_program(params, state, inputs, targets)
-        accuracies.append(float(accuracy))
-        return loss
-
-    for epoch in range(1, args.epochs + 1):
-        accuracies.clear()
-        epoch_batches = (windows(ids, args.batch_size, args.context, rng) for _ in range(args.steps))
-        loss, examples, seconds = progress.timed_epoch(step, epoch_batches)
-        progress.sequence_epoch(epoch, args.epochs, loss, float(np.mean(accuracies)), examples, seconds,
-                                args.context)
+    progress, params = fit_sequences(args, functools.partial(loss_fn, heads=args.heads), opt, params,
+                                     lambda: windows(ids, args.batch_size, args.context, rng), args.context)
     if args.generate:
-        print("greedy sample:\n" + generate(params, vocab, "def ", args.generate, args.context,
-                                            args.heads, args.backend))
+        print("greedy sample:\n" + generate(params, vocab, "def ", args.generate, args.context, args.heads, args))
     progress.summary(f"GPT {args.layers} layers, width {args.width}, {args.heads} heads, "
                      f"context {args.context}, Adam {args.lr:g}")
     return progress

@@ -8,6 +8,7 @@ character, and the loss is the mean cross-entropy. Forward, tessel.value_and_gra
 scan's gradient is a reversed loop) and the Adam update are one jitted program. At the
 end the model continues a prompt greedily (always the most likely next character).
 """
+import functools
 import os
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 import tessel
 import tessel.numpy as tnp
 
-from common import Progress, Vocabulary, bundled_text, compile_for, parse_args, windows
+from common import Vocabulary, bundled_text, fit_sequences, hit_rate, jit_for, parse_args, windows
 
 
 def init_params(rng, vocab: int, hidden: int):
@@ -58,13 +59,12 @@ def loss_fn(params, inputs, targets):
     logits = sequence_logits(params, inputs)
     target = tessel.nn.one_hot(tnp.transpose(targets), logits.shape[-1])
     loss = -tnp.mean(tnp.sum(target * tessel.nn.log_softmax(logits, axis=-1), axis=-1))
-    accuracy = tnp.mean(tnp.argmax(logits, axis=-1) == tnp.transpose(targets))
-    return loss, accuracy
+    return loss, hit_rate(logits, target)
 
 
-def generate(params, vocab: Vocabulary, prompt: str, length: int, backend: str) -> str:
+def generate(params, vocab: Vocabulary, prompt: str, length: int, args) -> str:
     """Run the prompt through the cell, then append `length` greedy characters."""
-    @tessel.jit(backend=backend)
+    @functools.partial(jit_for, args)
     def next_state(params, h, c, token):
         x_projection = tessel.nn.one_hot(token, len(vocab)) @ params["wx"]
         h, c = lstm_cell(params, h, c, x_projection)
@@ -82,7 +82,6 @@ def generate(params, vocab: Vocabulary, prompt: str, length: int, backend: str) 
 
 
 def extra_flags(parser):
-    parser.add_argument("--steps", type=int, default=25, help="training steps per epoch")
     parser.add_argument("--seq-len", type=int, default=32, help="characters per training window")
     parser.add_argument("--hidden", type=int, default=128, help="LSTM state size")
     parser.add_argument("--generate", type=int, default=160, help="characters to generate at the end")
@@ -90,7 +89,9 @@ def extra_flags(parser):
 
 def main(argv=None):
     args = parse_args("a character LSTM trained on its own source", argv, epochs=12, batch_size=32,
-                      lr=1e-2, extra=extra_flags)
+                      lr=1e-2, extra=extra_flags, steps=25,
+                      systolic={"epochs": 3, "steps": 5, "seq_len": 12, "hidden": 32, "batch_size": 16,
+                                "generate": 24})
     text = bundled_text(__file__)
     vocab = Vocabulary(text)
     ids = vocab.encode(text)
@@ -99,33 +100,11 @@ def main(argv=None):
     rng = np.random.default_rng(args.seed)
     params = init_params(rng, len(vocab), args.hidden)
     opt = tessel.optim.adam(args.lr)
-    state = opt.init(params)
 
-    @tessel.jit(backend=args.backend)
-    def train_step(params, state, inputs, targets):
-        (loss, accuracy), grads = tessel.value_and_grad(loss_fn, has_aux=True)(params, inputs, targets)
-        params, state = opt.update(grads, state, params)
-        return params, state, loss, accuracy
-
-    progress = Progress()                 # the total time includes compiling
-    step_program = compile_for(args, train_step, params, state,
-                               *windows(ids, args.batch_size, args.seq_len, rng))
-    accuracies = []
-
-    def step(inputs, targets):
-        nonlocal params, state
-        params, state, loss, accuracy = step_program(params, state, inputs, targets)
-        accuracies.append(float(accuracy))
-        return loss
-
-    for epoch in range(1, args.epochs + 1):
-        accuracies.clear()
-        epoch_batches = (windows(ids, args.batch_size, args.seq_len, rng) for _ in range(args.steps))
-        loss, examples, seconds = progress.timed_epoch(step, epoch_batches)
-        progress.sequence_epoch(epoch, args.epochs, loss, float(np.mean(accuracies)), examples, seconds,
-                                args.seq_len)
+    progress, params = fit_sequences(args, loss_fn, opt, params,
+                                     lambda: windows(ids, args.batch_size, args.seq_len, rng), args.seq_len)
     if args.generate:
-        print("greedy sample:\n" + generate(params, vocab, "def ", args.generate, args.backend))
+        print("greedy sample:\n" + generate(params, vocab, "def ", args.generate, args))
     progress.summary(f"char LSTM, hidden {args.hidden}, windows of {args.seq_len}, Adam {args.lr:g}")
     return progress
 

@@ -1,7 +1,7 @@
 """A multi-layer perceptron: 64 -> 128 -> 128 -> 10 with relu, softmax cross-entropy,
 trained with Adam on 8x8 digits.
 
-    python samples/mlp.py [--backend cpu|interpreter] [--epochs 15]
+    python samples/mlp.py [--backend cpu|interpreter|systolic] [--epochs 15] [--steps N]
 
 One jitted program per training step: forward, tessel.value_and_grad, Adam update.
 """
@@ -10,7 +10,7 @@ import numpy as np
 import tessel
 import tessel.numpy as tnp
 
-from common import Progress, batches, load_for, one_hot, parse_args
+from common import fit_classifier, load_for, parse_args
 
 SIZES = (64, 128, 128, 10)
 
@@ -34,33 +34,13 @@ def loss_fn(params, x, y_onehot):
 
 
 def main(argv=None):
-    args = parse_args("2-hidden-layer MLP on 8x8 digits", argv, epochs=15, batch_size=64, lr=1e-3)
-    (x_train, y_train), (x_test, y_test) = load_for(args)
-    rng = np.random.default_rng(args.seed)
-    params = init_params(rng)
+    args = parse_args("2-hidden-layer MLP on 8x8 digits", argv, epochs=15, batch_size=64, lr=1e-3,
+                      systolic={"epochs": 5, "train_examples": 640})
+    train, test = load_for(args)
+    params = init_params(np.random.default_rng(args.seed))
     opt = tessel.optim.adam(args.lr)
-    state = opt.init(params)
 
-    @tessel.jit(backend=args.backend)
-    def train_step(params, state, x, y_onehot):
-        loss, grads = tessel.value_and_grad(loss_fn)(params, x, y_onehot)
-        params, state = opt.update(grads, state, params)
-        return params, state, loss
-
-    @tessel.jit(backend=args.backend)
-    def accuracy(params, x, labels):
-        return tnp.mean(tnp.argmax(logits(params, x), axis=1) == labels)
-
-    def step(x, y):
-        nonlocal params, state
-        params, state, loss = train_step(params, state, x, one_hot(y))
-        return loss
-
-    progress = Progress()
-    for epoch in range(1, args.epochs + 1):
-        loss, examples, seconds = progress.timed_epoch(step, batches(x_train, y_train, args.batch_size, rng))
-        progress.epoch(epoch, args.epochs, loss, float(accuracy(params, x_train, y_train)),
-                       float(accuracy(params, x_test, y_test)), examples, seconds)
+    progress, _ = fit_classifier(args, logits, loss_fn, opt, params, train, test)
     progress.summary(f"MLP {'-'.join(map(str, SIZES))}, relu, Adam {args.lr:g}")
     return progress
 

@@ -1,7 +1,7 @@
 """Softmax regression, the classic first example: y = softmax(x W + b), cross-entropy,
 gradient descent with learning rate 0.01, on 8x8 digits.
 
-    python samples/mnist_softmax.py [--backend cpu|interpreter] [--epochs 20]
+    python samples/mnist_softmax.py [--backend cpu|interpreter|systolic] [--epochs 20] [--steps N]
 
 The training step (forward, tessel.grad, the SGD update) is one jitted program. As in
 the original tutorial the loss is the cross-entropy summed over the batch of 100.
@@ -11,7 +11,7 @@ import numpy as np
 import tessel
 import tessel.numpy as tnp
 
-from common import Progress, batches, load_for, one_hot, parse_args
+from common import fit_classifier, load_for, parse_args
 
 
 def logits(params, x):
@@ -23,33 +23,14 @@ def loss_fn(params, x, y_onehot):
 
 
 def main(argv=None):
-    args = parse_args("softmax regression on 8x8 digits", argv, epochs=20, batch_size=100, lr=0.01)
-    (x_train, y_train), (x_test, y_test) = load_for(args)
+    args = parse_args("softmax regression on 8x8 digits", argv, epochs=20, batch_size=100, lr=0.01,
+                      systolic={"epochs": 5, "train_examples": 600})
+    train, test = load_for(args)
     params = {"w": np.zeros((64, 10), np.float32), "b": np.zeros(10, np.float32)}
     opt = tessel.optim.sgd(args.lr)
-    state = opt.init(params)
 
-    @tessel.jit(backend=args.backend)
-    def train_step(params, state, x, y_onehot):
-        loss, grads = tessel.value_and_grad(loss_fn)(params, x, y_onehot)
-        params, state = opt.update(grads, state, params)
-        return params, state, loss
-
-    @tessel.jit(backend=args.backend)
-    def accuracy(params, x, labels):
-        return tnp.mean(tnp.argmax(logits(params, x), axis=1) == labels)
-
-    def step(x, y):
-        nonlocal params, state
-        params, state, loss = train_step(params, state, x, one_hot(y))
-        return loss * (1.0 / len(x))          # report the mean over examples
-
-    rng = np.random.default_rng(args.seed)
-    progress = Progress()
-    for epoch in range(1, args.epochs + 1):
-        loss, examples, seconds = progress.timed_epoch(step, batches(x_train, y_train, args.batch_size, rng))
-        progress.epoch(epoch, args.epochs, loss, float(accuracy(params, x_train, y_train)),
-                       float(accuracy(params, x_test, y_test)), examples, seconds)
+    # The loss is summed over the batch, as in the tutorial; the progress lines show its mean.
+    progress, _ = fit_classifier(args, logits, loss_fn, opt, params, train, test, loss_scale=1.0 / args.batch_size)
     progress.summary("softmax regression, SGD 0.01")
     return progress
 
