@@ -174,11 +174,25 @@ def compile_for(args, jitted, *example_args):
 
 
 def placement_lines(compiled) -> list[str]:
-    """What soft placement put on the CPU, and why (nothing without soft placement)."""
-    describe = getattr(compiled, "placement_summary", None)
-    if describe is None:
+    """What soft placement put on the CPU, and why: one line per (op, reason), with how
+    many instructions and the source lines they come from. Empty when everything runs
+    on the machine."""
+    exe = compiled.executable
+    if not getattr(exe, "placed", False):
         return []
-    return list(describe())
+    from tessel.backends.systolic import codegen
+    on_cpu: dict[tuple[str, str], list] = {}
+    for instr in exe.module.entry.instructions:
+        if instr.attrs.get("device") != "cpu" or instr.opcode in ("send", "recv"):
+            continue
+        why = codegen.unsupported_reason(instr) or "it reads or feeds CPU values that cannot cross to the machine"
+        on_cpu.setdefault((instr.opcode, why), []).append(instr)
+    lines = []
+    for (opcode, why), instrs in on_cpu.items():
+        where = sorted({loc for i in instrs for loc in i.loc_text.split(", ")})
+        lines.append(f"on the CPU: {len(instrs)} x {opcode} ({why}; from {', '.join(where[:3])}"
+                     f"{' ...' if len(where) > 3 else ''})")
+    return lines
 
 
 def cost_line(compiled) -> str:

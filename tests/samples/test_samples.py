@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def run_sample(name, *args):
@@ -77,19 +77,3 @@ def test_sample_losses_agree_on_cpu_and_interpreter(name, flags):
     cpu, interpreter = (epoch_losses(run_sample(name, "--backend", b, *flags)) for b in ("cpu", "interpreter"))
     assert len(cpu) == len(interpreter) > 0
     assert all(abs(a - b) < 2e-3 for a, b in zip(cpu, interpreter)), (cpu, interpreter)
-
-
-def test_systolic_flag_runs_or_says_the_backend_is_missing():
-    from tessel.runtime import backends
-    args = ["--backend", "systolic", "--epochs", "1", "--batch-size", "8", "--train-examples", "16"]
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "samples", "cnn.py"), *args],
-                            capture_output=True, text=True, timeout=300, cwd=ROOT)
-    if "systolic" in backends.available() and result.returncode == 0:
-        assert re.search(r"^systolic: train_step takes [0-9,]+ simulated cycles per call", result.stdout, re.M)
-    elif "systolic" in backends.available():
-        # The machine holds f32 words only; Adam's s32 step counter is refused, clearly.
-        assert "Traceback" not in result.stderr, result.stderr
-        assert "--backend systolic cannot compile train_step: systolic backend:" in result.stderr, result.stderr
-    else:
-        assert result.returncode != 0
-        assert "--backend systolic: that backend is not available in this build" in result.stderr
