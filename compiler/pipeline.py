@@ -133,7 +133,19 @@ def placement_pipeline(mode, default: str) -> list:
     if mode == "auto":
         from .placement_cost import CostModel
         cost_model = CostModel()
-    return [DCE(), Placement(mode, default, cost_model), DeviceTransfers()]
+    return before_placement(default) + [DCE(), Placement(mode, default, cost_model), DeviceTransfers()]
+
+
+def before_placement(default: str) -> list:
+    # For the systolic machine its expanders run before placement decides what the
+    # machine can run, so an unrolled loop's matmuls, a lookup's matmul and a max-pool
+    # gradient are placed on the machine instead of the whole op going to the CPU.
+    # Simplification folds the unrolled counters first, so the dynamic slices at them are
+    # static slices and the updates become concatenates (as in systolic_pipeline); what
+    # is left for the CPU is integer work such as a one-hot's compare.
+    if default != "systolic":
+        return []
+    return systolic_expanders() + [simplification(), UpdateSliceExpander(), simplification()]
 
 
 def place(module: Module, mode, default: str, **options) -> tuple[Module, PipelineReport]:

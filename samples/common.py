@@ -9,7 +9,6 @@ downloaded.
 from __future__ import annotations
 
 import argparse
-import inspect
 import itertools
 import os
 import sys
@@ -149,11 +148,10 @@ def parse_args(description: str, argv, epochs: int, batch_size: int, lr: float, 
 def jit_for(args, fn):
     """tessel.jit on the chosen backend; on the systolic machine with soft placement
     (ops the machine cannot run -- integer bookkeeping such as Adam's step counter, a
-    one-hot's compare -- run on the CPU, with transfers at the cut) when tessel has it."""
+    one-hot's compare -- run on the CPU, with transfers at the cut: docs/placement.md)."""
     import tessel
-    if args.backend == "systolic" and "placement" in inspect.signature(tessel.jit).parameters:
-        return tessel.jit(fn, backend="systolic", placement="soft")
-    return tessel.jit(fn, backend=args.backend)
+    placement = "soft" if args.backend == "systolic" else None
+    return tessel.jit(fn, backend=args.backend, placement=placement)
 
 
 def compile_for(args, jitted, *example_args):
