@@ -33,6 +33,9 @@ from .systolic import SystolicArtifact
 
 def save(compiled, path, **target):
     """Write a compiled program as a .tsl artifact (see writer.save)."""
+    if not hasattr(compiled, "executable"):
+        raise TypeError(f"tessel.aot.save takes a compiled program (tessel.jit(f).lower(...)"
+                        f".compile()), given {type(compiled).__name__}")
     from .writer import save as _save
     return _save(compiled, path, **target)
 

@@ -36,6 +36,8 @@ def write(path, members: dict[str, bytes], durable: bool = True) -> None:
     which detects damaged entries anyway, skips it)."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):     # else mkstemp names its temporary file, not `path`
+        raise FileNotFoundError(f"cannot write {path}: the directory {directory} does not exist")
     fd, tmp = tempfile.mkstemp(prefix=".tsl-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:

@@ -51,6 +51,12 @@ LOOP_DATA_OPS = frozenset({
 # Constants with more elements than this stay operands of a fusion, never copied into it.
 SMALL_CONSTANT_ELEMENTS = 16
 
+# Instructions one fusion may hold. Backends emit a fusion's body by walking it from the
+# root through operands (recursively, as XLA's elemental emitters do), so an unbounded
+# chain of thousands of elementwise ops would exhaust Python's stack; beyond this size a
+# second loop costs one extra pass over memory, which is negligible at that length.
+MAX_FUSION_INSTRUCTIONS = 128
+
 
 def fusion_kind(instr: Instruction) -> str | None:
     return instr.attrs["kind"] if instr.opcode == "fusion" else None
@@ -311,12 +317,23 @@ def pull_producers(graph: FusionGraph, group: Group, accept: Callable[[Instructi
 
     for member in group.members if start is None else start:
         push_operands(member)
+    size = sum(fused_size(m) for m in group.members)
     while heap:
         candidate = by_position[heapq.heappop(heap)[1]]
         if candidate in group or not accept(candidate):
             continue
+        if size + fused_size(candidate) > MAX_FUSION_INSTRUCTIONS:
+            continue
         if _join(graph, group, candidate):
+            size += fused_size(candidate)
             push_operands(candidate)
+
+
+def fused_size(instr: Instruction) -> int:
+    """How many instructions `instr` brings into a fusion (a fusion: its body's)."""
+    if instr.opcode != "fusion":
+        return 1
+    return sum(1 for i in instr.attrs["calls"].instructions if i.opcode != "parameter")
 
 
 def _join(graph: FusionGraph, group: Group, candidate: Instruction) -> bool:

@@ -22,6 +22,11 @@ from .dtypes import DType
 
 # ----------------------------------------------------------------------------- shapes
 
+# The largest array, in bytes: sizes and byte offsets are signed 64-bit in native code,
+# and a shape beyond this would overflow them (or ask for exabytes) long before it ran.
+MAX_ARRAY_BYTES = 2 ** 62
+
+
 @dataclass(frozen=True)
 class Shape:
     """An array shape: element type, dims, and a layout (minor-to-major; None = row-major)."""
@@ -32,6 +37,7 @@ class Shape:
     def __post_init__(self):
         object.__setattr__(self, "dtype", dtypes.from_any(self.dtype))
         object.__setattr__(self, "dims", tuple(int(d) for d in self.dims))
+        self._check_dims()
         if self.layout is not None:
             object.__setattr__(self, "layout", tuple(int(d) for d in self.layout))
             if sorted(self.layout) != list(range(len(self.dims))):
@@ -39,6 +45,13 @@ class Shape:
                                  f"{len(self.dims)} dims of {self.dtype.name}{list(self.dims)}")
             if self.layout == tuple(range(len(self.dims) - 1, -1, -1)):
                 object.__setattr__(self, "layout", None)  # row-major is the canonical None
+
+    def _check_dims(self) -> None:
+        if any(d < 0 for d in self.dims):
+            raise ValueError(f"dimension sizes must be >= 0, given {self.dtype.name}{list(self.dims)}")
+        if self.nbytes > MAX_ARRAY_BYTES:
+            raise ValueError(f"{self.dtype.name}{list(self.dims)} would take {self.nbytes:.3e} bytes, "
+                             f"more than the {MAX_ARRAY_BYTES:.3e} (2^62) an array may have")
 
     is_tuple = False
 

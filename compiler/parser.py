@@ -249,7 +249,11 @@ class _Syntax(lark.Transformer):
         dtype = _read_dtype(dtype_token)
         if layout is not None:
             _check_layout(layout, len(dims), dtype_token)
-        return LocatedShape(Shape(dtype, dims, layout), dtype_token.line, dtype_token.column, 0)
+        try:
+            shape = Shape(dtype, dims, layout)
+        except ValueError as e:      # e.g. more bytes than an array may have
+            _fail(dtype_token, str(e))
+        return LocatedShape(shape, dtype_token.line, dtype_token.column, 0)
 
     def layout(self, children):
         return tuple(_read_dim(t) for t in children if t.type == "NUMBER")

@@ -35,6 +35,10 @@ class ShapeDtype:
         if any(d < 0 for d in self.shape):
             raise ValueError(f"ShapeDtype dims must be >= 0, given {self.shape}")
         self.dtype = dtypes.from_any(dtype)
+        try:
+            Shape(self.dtype, self.shape)
+        except ValueError as e:
+            raise ValueError(f"ShapeDtype: {e}") from None
 
     def __repr__(self) -> str:
         return f"ShapeDtype({self.shape}, {self.dtype.name})"

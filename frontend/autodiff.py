@@ -460,9 +460,15 @@ def _arg_paths(fun, nums, tree) -> list[str]:
     return paths
 
 
+def _check_callable(fun, fname: str) -> None:
+    if not callable(fun):
+        raise TypeError(f"tessel.{fname} expects a function, given {type(fun).__name__} {fun!r:.40}")
+
+
 def value_and_grad(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
     """f -> (x -> (f(x), df/dx)); with has_aux, f returns (value, aux) and the result is
     ((value, aux), grads). argnums: an int or a tuple of ints (then grads is a tuple)."""
+    _check_callable(fun, "value_and_grad")
     def value_and_grad_f(*args, **kwargs):
         return core.traceable(_value_and_grad_traced)(fun, argnums, has_aux, args, kwargs,
                                                       "value_and_grad")
@@ -476,6 +482,7 @@ def grad(fun: Callable, argnums=0, has_aux: bool = False) -> Callable:
     Works eagerly, under jit (the gradient is part of the compiled program) and composed
     with itself. With has_aux, fun returns (value, aux) and grad returns (grads, aux).
     """
+    _check_callable(fun, "grad")
     def grad_f(*args, **kwargs):
         def run(*args, **kwargs):
             value, grads = _value_and_grad_traced(fun, argnums, has_aux, args, kwargs, "grad")
@@ -518,6 +525,7 @@ def vjp(fun: Callable, *primals, has_aux: bool = False):
 
     Outside any trace the forward runs eagerly and each vjp_fn call re-runs forward and
     backward eagerly (one interpreter program each)."""
+    _check_callable(fun, "vjp")
     if core.current_context() is not None:
         return _vjp_traced(fun, primals, has_aux)
 

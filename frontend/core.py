@@ -12,6 +12,7 @@ one definition of every op.
 from __future__ import annotations
 
 import functools
+import sys
 import threading
 from typing import Any, Callable, Sequence
 
@@ -57,9 +58,15 @@ class TraceContext:
         _stack().append(self)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, value, tb) -> None:
         popped = _stack().pop()
         assert popped is self, "trace contexts must nest"
+        if kind is RecursionError and self.parent is None:
+            raise trace_error(
+                f"tracing exceeded Python's recursion limit ({sys.getrecursionlimit()}): the traced "
+                f"code recurses without end, or nests calls (recursive helpers, lax.cond/scan "
+                f"bodies inside each other) too deeply to trace. Bound the recursion, express it "
+                f"as a loop (tessel.lax.fori_loop / scan), or raise sys.setrecursionlimit") from value
 
     # -- values
     def parameter(self, shape, name: str = "p", weak: bool = False) -> "Tracer":

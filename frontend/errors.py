@@ -15,7 +15,7 @@ from ..compiler.ir import SourceLoc
 
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _INTERNAL_DIRS = tuple(os.path.join(_PACKAGE_ROOT, d) + os.sep
-                       for d in ("frontend", "compiler", "backends", "runtime"))
+                       for d in ("frontend", "compiler", "backends", "runtime", "distributed"))
 _INTERNAL_FILES = (os.path.join(_PACKAGE_ROOT, "__init__.py"),)
 _NUMPY_DIR = os.path.dirname(os.path.abspath(np.__file__)) + os.sep
 _SKIP_MODULES = ("functools.py", "contextlib.py", "threading.py")

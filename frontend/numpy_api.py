@@ -2209,6 +2209,15 @@ def take(a, indices, axis=None, *args, **kwargs):
 
 # ----------------------------------------------------------------------------- exports
 
+def __getattr__(name: str):
+    """`tessel.numpy.X` for an X tessel lacks: say so, and whether NumPy has it."""
+    if name.startswith("__"):
+        raise AttributeError(f"module 'tessel.numpy' has no attribute {name!r}")
+    known = f" (numpy.{name} exists; tessel does not support it yet)" if hasattr(np, name) else ""
+    raise AttributeError(f"tessel.numpy has no function or attribute {name!r}{known}; "
+                         f"tessel.numpy.__all__ lists what it has")
+
+
 _NOT_EXPORTED = {"annotations", "Builder", "DType", "Sequence", "Shape", "Tracer", "traceable"}
 __all__ = sorted(name for name, value in globals().items()
                  if not name.startswith("_") and name not in _NOT_EXPORTED

@@ -33,11 +33,25 @@ class Optimizer(NamedTuple):
 
 
 def _check_same_structure(grads, params, name: str) -> None:
-    g_tree, p_tree = pytree.flatten(grads)[1], pytree.flatten(params)[1]
+    (g_leaves, g_tree), (p_leaves, p_tree) = pytree.flatten(grads), pytree.flatten(params)
     problems = pytree.structure_diff(p_tree, g_tree, "grads")
     if problems:
         raise ValueError(f"{name}.update: grads must have the structure of params: "
                          + "; ".join(problems))
+    paths = pytree.leaf_paths(p_tree, "params")
+    problems = [f"{path}: param shape {list(np.shape(p))}, grad shape {list(np.shape(g))}"
+                for path, p, g in zip(paths, p_leaves, g_leaves) if np.shape(p) != np.shape(g)]
+    if problems:
+        raise ValueError(f"{name}.update: each grad must have its param's shape: " + "; ".join(problems))
+
+
+def _check_hyperparameters(name: str, **values) -> None:
+    """Hyperparameters are real Python/NumPy numbers (baked into the traced program)."""
+    for key, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+                or not np.isfinite(value):
+            raise TypeError(f"tessel.optim.{name}: {key} must be a finite real number, "
+                            f"given {type(value).__name__} {value!r:.40}")
 
 
 def _zeros_like_tree(params):
@@ -45,6 +59,8 @@ def _zeros_like_tree(params):
 
 
 def sgd(lr: float) -> Optimizer:
+    _check_hyperparameters("sgd", lr=lr)
+
     def init(params):
         return ()
 
@@ -57,6 +73,8 @@ def sgd(lr: float) -> Optimizer:
 
 
 def momentum(lr: float, beta: float = 0.9) -> Optimizer:
+    _check_hyperparameters("momentum", lr=lr, beta=beta)
+
     @core.traceable
     def init(params):
         return {"velocity": _zeros_like_tree(params)}
@@ -72,6 +90,8 @@ def momentum(lr: float, beta: float = 0.9) -> Optimizer:
 
 
 def adam(lr: float = 1e-3, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Optimizer:
+    _check_hyperparameters("adam", lr=lr, b1=b1, b2=b2, eps=eps)
+
     @core.traceable
     def init(params):
         return {"step": tnp.zeros((), dtype=np.int32), "mu": _zeros_like_tree(params),

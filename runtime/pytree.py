@@ -47,7 +47,12 @@ def _sorted_keys(d: dict) -> list:
 
 def flatten(tree: Any) -> tuple[list, TreeDef]:
     leaves: list = []
-    return leaves, _flatten_into(tree, leaves)
+    try:
+        return leaves, _flatten_into(tree, leaves)
+    except RecursionError:
+        raise TypeError("a pytree (nested tuples, lists, dicts) nested deeper than Python's "
+                        "recursion limit, or containing itself, cannot be flattened; given a "
+                        f"{type(tree).__name__}") from None
 
 
 def _flatten_into(tree, leaves) -> TreeDef:

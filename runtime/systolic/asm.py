@@ -25,6 +25,7 @@ from .isa import Field, Instruction, IsaError
 
 _TOKEN = re.compile(r"\S+")
 _UINT = re.compile(r"(0x[0-9a-fA-F]+|0|[1-9][0-9]*)")
+_MAX_UINT_CHARS = 24          # a 64-bit value in decimal or 0x-hex is shorter
 _FLOAT = re.compile(r"[-+]?(inf|nan|([0-9]+\.?[0-9]*|\.[0-9]+)(e[-+]?[0-9]+)?)", re.IGNORECASE)
 
 
@@ -35,13 +36,18 @@ class AsmError(ValueError):
         self.line, self.col = line, col
         where = f"{line}:{col}: {message}"
         if text:
-            where += f"\n    {text}\n    {' ' * (col - 1)}^"
+            start = max(0, col - 60)          # a window of a long line around the column
+            shown = ("..." if start else "") + text[start:start + 120] + ("..." if start + 120 < len(text) else "")
+            where += f"\n    {shown}\n    {' ' * (col - 1 - start + (3 if start else 0))}^"
         super().__init__(where)
 
 
 # ----------------------------------------------------------------------------- text -> instructions
 
 def assemble(text: str) -> list[Instruction]:
+    if not isinstance(text, str):
+        raise TypeError(f"assemble takes assembly text (str), given {type(text).__name__}"
+                        + ("; a binary program is read by from_binary" if isinstance(text, (bytes, bytearray)) else ""))
     program = []
     for number, line in enumerate(text.splitlines(), start=1):
         ins = assemble_line(line, number)
@@ -98,7 +104,10 @@ def _parse_value(f: Field, text: str):
     if f.kind == "uint":
         if not _UINT.fullmatch(text):
             raise ValueError(f"{f.name}: expected an unsigned int (decimal without leading "
-                             f"zeros, or 0x-hex), got {text!r}")
+                             f"zeros, or 0x-hex), got {text[:40]!r}")
+        if len(text) > _MAX_UINT_CHARS:      # before int() spends time on thousands of digits
+            raise ValueError(f"{f.name}: {text[:20]}... ({len(text)} characters) is out of range "
+                             f"for a {f.bits}-bit field")
         return int(text, 0)
     if f.kind == "f32":
         if not _FLOAT.fullmatch(text):
@@ -141,7 +150,10 @@ def to_binary(program: Sequence[Instruction] | str) -> bytes:
 
 
 def from_binary(blob: bytes) -> list[Instruction]:
-    return isa.decode_program(blob)
+    if not isinstance(blob, (bytes, bytearray, memoryview)):
+        raise TypeError(f"from_binary takes the program's bytes, given {type(blob).__name__}"
+                        + ("; assembly text is read by assemble" if isinstance(blob, str) else ""))
+    return isa.decode_program(bytes(blob))
 
 
 def disassemble_binary(blob: bytes) -> str:

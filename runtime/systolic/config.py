@@ -138,6 +138,9 @@ class SystolicConfig:
         "rows=256", "ub_bytes=32MiB", "dtype=int8", a mapping, or keyword arguments.
         Strings are parsed by the field's type."""
         base = base if base is not None else cls()
+        if isinstance(overrides, (str, bytes)) or not isinstance(overrides, (Iterable, Mapping)):
+            raise ConfigError(f"config overrides must be a list of 'key=value' strings or a "
+                              f"mapping, given {type(overrides).__name__} {overrides!r:.40}")
         items = dict(overrides) if isinstance(overrides, Mapping) else \
             dict(_split_override(s) for s in overrides)
         items.update(kv)
@@ -223,7 +226,12 @@ def parse_field(name: str, value):
     if match is None or match.group(2) not in suffixes:
         raise _field_error(name, value, "an int (optionally with KiB/MiB/GiB)" if kind == "int"
                            else "a number (optionally with k/M/G or kHz/MHz/GHz)")
-    number = float(match.group(1)) * suffixes[match.group(2)]
+    try:
+        number = float(match.group(1)) * suffixes[match.group(2)]
+    except ValueError:       # "1.2.3" matches the digit class but is no number
+        raise _field_error(name, value, "a number") from None
+    if not math.isfinite(number):
+        raise _field_error(name, value, "a finite number")
     if kind == "int":
         if number != int(number):
             raise _field_error(name, value, "a whole number")
