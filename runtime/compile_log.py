@@ -18,4 +18,7 @@ def enabled() -> bool:
 
 def log(message: str) -> None:
     if enabled():
-        print(f"tessel: {message}", file=sys.stderr, flush=True)
+        # one write per line: print() writes the text and the newline separately, so lines
+        # from threads compiling at once could run together
+        sys.stderr.write(f"tessel: {message}\n")
+        sys.stderr.flush()
