@@ -24,6 +24,7 @@ import numpy as np
 
 from ..backends.cpu import llvm_target, runtime_support
 from ..compiler import dtypes
+from ..runtime import memory
 from ..runtime.executable import Signature
 from . import archive, elf, systolic
 from .base import LoadedArtifact
@@ -124,12 +125,14 @@ class Artifact(LoadedArtifact):
                          for a in signature.out_avals_flat]
         self._bf16_out = [k for k, a in enumerate(signature.out_avals_flat) if a.dtype is dtypes.bf16]
         self._threads = threading.local()
+        self._call_bytes = self.scratch_bytes + sum(a.nbytes for a in signature.out_avals_flat)
 
     def call_flat(self, arrays) -> list[np.ndarray]:
         """Run on canonical flat arrays (as `validate_arguments` returns them)."""
         args = [np.require(a, requirements="CA") for a in arrays]       # C order, aligned
         for k in self._bf16_in:
             args[k] = dtypes.narrow_bf16(args[k])
+        memory.check_fits(self._call_bytes, self.name)
         results = [np.empty(dims, dtype) for dims, dtype in self._outputs]
         argv = (ctypes.c_void_p * max(1, len(args)))(*[a.ctypes.data for a in args])
         resv = (ctypes.c_void_p * max(1, len(results)))(*[r.ctypes.data for r in results])

@@ -38,7 +38,7 @@ from ...compiler import dtypes
 from ...compiler.dtypes import narrow_bf16, widen_bf16   # noqa: F401 (also imported from here)
 from ...compiler.buffer_assignment import ARGUMENT, CONSTANT
 from ...compiler.ir import Module, Shape
-from ...runtime import compile_cache, compile_log
+from ...runtime import compile_cache, compile_log, memory
 from ...runtime.backends import Backend
 from ...runtime.compile_cache import DiskCache
 from . import codegen, program_cache, segments
@@ -138,6 +138,9 @@ class CpuExecutable:
                               if s.dtype is dtypes.bf16 and k not in aliases]
         self._plain_outputs = not self._bf16_outputs and not aliases   # written = returned
         self._threads = threading.local()
+        # outputs + this thread's scratch: checked against free memory before allocating
+        self._call_bytes = self.program.scratch_bytes + sum(
+            s.nbytes for k, s in enumerate(self.program.outputs) if k not in aliases)
 
     # ------------------------------------------------------------ per call
 
@@ -155,6 +158,8 @@ class CpuExecutable:
                 if flags.c_contiguous and flags.aligned:
                     continue
             args[k] = self._argument(k, a)
+        if self._call_bytes >= memory.GUARD_FROM:
+            memory.check_fits(self._call_bytes, self.module.name)
         written = [_UNUSED if slot is None else np.empty(*slot) for slot in self._slots]
         scratch = self._scratch()
         if self._objects_entry is not None:
