@@ -219,6 +219,11 @@ def _():
             if label == "read-only":
                 assert not x.flags.writeable      # arguments are never written
         close(tessel.jit(lambda x: x * 2 + 1, backend=backend)(np.float32(3.5)), np.float32(8.0))
+    on_machine = tessel.jit(lambda x: (x * 2 + 1, tnp.sum(x, axis=0)), backend="systolic")
+    for label, x in _odd_layouts().items():          # f32 vector unit: exact here
+        got = on_machine(x)
+        np.testing.assert_array_equal(got[0], np.asarray(x) * 2 + 1)
+        close(got[1], np.sum(np.asarray(x), axis=0))
 
 
 @case("Jitted.__call__", "a long elementwise chain compiles (fusions are bounded)")
