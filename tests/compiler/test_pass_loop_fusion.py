@@ -400,3 +400,18 @@ ENTRY main {
     assert "kind=loop" in line
     assert "tanh(" in body(after, line) and "tanh(" not in inside_body
     assert_same_results(before, after, rng)
+
+
+def test_a_long_chain_is_cut_into_fusions_of_bounded_size(rng):
+    """300 elementwise ops in a row become fusions of at most MAX_FUSION_INSTRUCTIONS each
+    (a backend emits a fusion's body recursively; an unbounded one exhausted the stack)."""
+    lines = [f"  v{k + 1} = f32[5] sin(v{k})" for k in range(300)]
+    text = "HloModule long\n\nENTRY main {\n  v0 = f32[5] parameter(0)\n" + "\n".join(lines) + "\n}\n"
+    before, after, changed = run(text, LoopFusion())
+    assert changed
+    fusions = fusion_lines(after)
+    sizes = [sum(1 for line in body(after, f).splitlines() if "=" in line and "parameter(" not in line)
+             for f in fusions]
+    assert len(fusions) == -(-300 // fusion_utils.MAX_FUSION_INSTRUCTIONS) and max(sizes) == fusion_utils.MAX_FUSION_INSTRUCTIONS
+    assert sum(sizes) == 300
+    assert_same_results(before, after, rng)
