@@ -760,6 +760,9 @@ case("tessel.aot.export", "not a function", TypeError, r"jit expects a function,
     lambda: aot.export(3, ShapeDtype((2,), "f32"), path="/tmp/never.tsl"))
 case("tessel.aot.export", "an unknown CPU", ValueError, r"unknown CPU 'nonsense' .* use one of \['x86-64'")(
     lambda: aot.export(twice_plus_one, ShapeDtype((2,), "f32"), path="/tmp/never.tsl", cpu="nonsense"))
+case("tessel.aot.export", "an unknown target triple", ValueError,
+     r"unknown target triple 'foo-bar-baz': tessel generates code for x86_64 and aarch64")(
+    lambda: aot.export(twice_plus_one, ShapeDtype((2,), "f32"), path="/tmp/never.tsl", target="foo-bar-baz"))
 case("tessel.aot.export", "a string for a shape", TypeError, r"argument x must be an array or a number, given str")(
     lambda: aot.export(twice_plus_one, "f32[2]", path="/tmp/never.tsl"))
 

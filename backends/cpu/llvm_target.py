@@ -90,6 +90,10 @@ def arch(triple: str) -> str:
 def named_target(triple: str, cpu: str | None = None, features: str | None = None) -> TargetInfo:
     """A target for `triple` and LLVM CPU name `cpu` (default: the baseline of the
     architecture). `features` ("+avx2,-avx512f") is needed for CPUs not in CPU_FEATURES."""
+    if features is None and arch(triple) not in DEFAULT_CPU:      # no CPU tables for it
+        raise ValueError(f"unknown target triple {triple!r}: tessel generates code for "
+                         f"{' and '.join(DEFAULT_CPU)} (e.g. 'x86_64-unknown-linux-gnu', "
+                         f"'aarch64-unknown-linux-gnu')")
     cpu = cpu or DEFAULT_CPU.get(arch(triple), "generic")
     if features is None:
         known = CPU_FEATURES.get((arch(triple), cpu))
