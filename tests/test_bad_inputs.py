@@ -15,7 +15,6 @@ and the last test checks that directory afterwards.
 from __future__ import annotations
 
 import inspect
-import io
 import json
 import os
 import struct
@@ -33,7 +32,6 @@ import pytest
 import tessel
 import tessel.numpy as tnp
 from tessel import ShapeDtype, aot, cli
-from tessel.aot import archive
 from tessel.backends.cpu import llvm_target
 from tessel.compiler.parser import HloParseError, parse_module
 from tessel.frontend.errors import ConcretizationError, TesselError, TraceError, UnsupportedNumpyFunction
