@@ -748,7 +748,7 @@ def _():
     aot.save(compiled, os.path.join(_ARTIFACT["tmp"], "missing", "m.tsl"))
 
 
-@case("tessel.aot.save", "an interpreter program", aot.ArtifactBackendError, r"given backend 'interpreter'")
+@case("tessel.aot.save", "an interpreter program", aot.ArtifactBackendError, r"native code is written for backend 'cpu', given 'interpreter'")
 def _():
     compiled = tessel.jit(twice_plus_one, backend="interpreter").lower(np.ones(2, F32)).compile()
     aot.save(compiled, os.path.join(_ARTIFACT["tmp"], "interp.tsl"))
