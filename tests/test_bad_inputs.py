@@ -353,6 +353,29 @@ def _():
     compiled(np.ones(2), 3)
 
 
+# ----------------------------------------------------------------------------- tessel.device
+
+@case("tessel.device", "an unknown device", ValueError, r"unknown device 'gpu'; available devices: .*systolic")
+def _():
+    with tessel.device("gpu"):
+        pass
+
+
+@case("tessel.device", "not a name", ValueError, r"unknown device 3")
+def _():
+    with tessel.device(3):
+        pass
+
+
+@case("tessel.device", "an error inside the scope leaves no scope open")
+def _():
+    from tessel.frontend.device_scope import current_device
+    with pytest.raises(ZeroDivisionError):
+        with tessel.device("cpu"):
+            1 / 0
+    assert current_device() is None
+
+
 # ----------------------------------------------------------------------------- autodiff
 
 case("tessel.grad", "not a function", TypeError, r"tessel.grad expects a function, given int")(lambda: tessel.grad(3))
