@@ -33,6 +33,9 @@ def as_argument_array(x, path: str) -> np.ndarray:
     """A leaf of the user's arguments as an ndarray, or a TypeError naming it."""
     if isinstance(x, np.ndarray):
         return x
+    if isinstance(x, int) and not isinstance(x, bool) and not -2 ** 63 <= x < 2 ** 64:
+        raise TypeError(f"argument {path}: a Python int of {x.bit_length()} bits does not fit "
+                        f"in 64 (s64 or u64); pass a float or a NumPy array")
     if isinstance(x, (bool, int, float, np.generic)):
         return np.asarray(x)
     if hasattr(x, "__array__") and hasattr(x, "shape") and hasattr(x, "dtype"):

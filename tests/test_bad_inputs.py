@@ -119,6 +119,12 @@ for _dtype, _value, _shown in (("complex64", np.ones(2, np.complex64), "complex6
         lambda v=_value: tessel.jit(twice_plus_one)(v))
 
 
+case("Jitted.__call__", "a Python int beyond 64 bits", TypeError,
+     r"argument x: a Python int of 71 bits does not fit in 64 \(s64 or u64\)")(lambda: tessel.jit(twice_plus_one)(2 ** 70))
+case("Jitted.__call__", "a Python int of 1,329 bits", TypeError, r"a Python int of 1329 bits")(
+    lambda: tessel.jit(twice_plus_one)(-10 ** 400))
+
+
 @case("Jitted.__call__", "pytree leaf of the wrong type", TypeError, r"argument p\['b'\] must be an array")
 def _():
     tessel.jit(lambda p: p["a"] + p["b"])({"a": np.ones(2), "b": "x"})
