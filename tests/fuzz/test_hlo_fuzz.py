@@ -55,7 +55,7 @@ def program_ops(program) -> set:
 def test_random_programs_verify_round_trip_survive_the_pipelines_and_cover_the_ops():
     seen = Counter()
 
-    @settings(max_examples=120, **_QUICK)
+    @settings(max_examples=300, **_QUICK)
     @given(hlo_programs.programs())
     def check(program):
         run_all_properties(program, cpu=False)
@@ -72,7 +72,7 @@ def test_random_programs_verify_round_trip_survive_the_pipelines_and_cover_the_o
 
 
 @pytest.mark.no_round_trip
-@settings(max_examples=20, **_QUICK)
+@settings(max_examples=100, **_QUICK)
 @given(hlo_programs.programs(max_steps=6))
 def test_cpu_backend_agrees_with_the_interpreter(program):
     run_all_properties(program)
@@ -82,7 +82,7 @@ def test_cpu_backend_agrees_with_the_interpreter(program):
 def test_systolic_backend_agrees_with_the_interpreter():
     outcomes = Counter()
 
-    @settings(max_examples=40, **_QUICK)
+    @settings(max_examples=100, **_QUICK)
     @given(systolic_programs.systolic_programs(max_steps=6))
     def check(program):
         refused = run_systolic_properties(program)

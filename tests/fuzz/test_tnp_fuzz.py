@@ -62,7 +62,7 @@ def backends_for(program) -> tuple:
 
 
 @pytest.mark.no_round_trip   # jit's modules: the round-trip fixture would re-print them all
-@settings(max_examples=10, derandomize=True, deadline=None, database=None,
+@settings(max_examples=60, derandomize=True, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(tnp_programs.tnp_programs())
 def test_random_tnp_programs_match_numpy(program):
