@@ -322,8 +322,8 @@ def _cmd_sim(args: argparse.Namespace) -> int:
             is_artifact = f.read(4) == ZIP_MAGIC
     except OSError as e:
         raise CliError(f"{args.program}: cannot read it: {e}") from e
-    result = _sim_artifact(args) if is_artifact else _sim_program(args)
-    _write_timeline(result, args)
+    result, labels = _sim_artifact(args) if is_artifact else (_sim_program(args), None)
+    _write_timeline(result, labels, args)
     return 0
 
 
@@ -376,13 +376,14 @@ def _sim_artifact(args: argparse.Namespace):
     print(report.text_report(result))
     print()
     _print_outputs(outputs, names, args.output)
-    return result
+    return result, artifact.origins
 
 
-def _write_timeline(result, args: argparse.Namespace) -> None:
+def _write_timeline(result, labels, args: argparse.Namespace) -> None:
+    """The trace (events labelled with the HLO instruction each implements, if known) and plot."""
     from .runtime.systolic import report
     if args.trace:
-        report.write_chrome_trace(result, args.trace)
+        report.write_chrome_trace(result, args.trace, labels)
         print(f"wrote {args.trace} (chrome://tracing, ui.perfetto.dev)")
     if args.plot:
         try:

@@ -4,6 +4,7 @@ A systolic `.tsl` holds what running the program needs and nothing of the compil
 
     program/NAME.bin      the instructions in the ISA's 128-bit binary encoding (runs)
     program/NAME.s        the same as assembly text (for reading; checked against the binary)
+    program/origins.json  per instruction, the HLO instruction it implements (trace labels)
     constants/cK.npy      the host image's constants, encoded as the program reads them
                           (f32 as float32, bf16 as its upper 16 bits in uint16; never pickled)
     hlo/optimized.txt     the optimized HLO the program was compiled from
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import os
 from typing import Iterable, Mapping
 
@@ -33,7 +35,7 @@ import numpy as np
 from ..runtime import pytree
 from ..runtime.executable import Signature
 from ..runtime.systolic import asm, functional, isa
-from ..runtime.systolic.config import TIMING_FIELDS, ConfigError, SystolicConfig
+from ..runtime.systolic.config import FIELD_NAMES, TIMING_FIELDS, ConfigError, SystolicConfig
 from ..runtime.systolic.image import ELEMENT_BYTES, STORAGE, HostImage
 from ..runtime.systolic.validate import RACES_ENV, ValidationError, validate
 from . import manifest as mf
@@ -61,8 +63,9 @@ def members(program, module, signature: Signature, prefix: str) -> tuple[dict, d
     """(program manifest, files, members) of a compiled SystolicProgram."""
     image = program.image
     files = {"program": f"program/{prefix}.bin", "assembly": f"program/{prefix}.s",
-             "hlo": "hlo/optimized.txt"}
+             "origins": "program/origins.json", "hlo": "hlo/optimized.txt"}
     contents = {files["program"]: program.binary(), files["assembly"]: program.text().encode(),
+                files["origins"]: json.dumps(list(program.origins)).encode(),
                 files["hlo"]: str(module).encode()}
     out_paths = pytree.leaf_paths(signature.out_tree, "output") or ["output"]
     inputs = [_region(spec.path, fmt, shape, address) for spec, fmt, shape, address in
@@ -95,6 +98,7 @@ class LoadedProgram:
     instructions: list
     image: HostImage
     output_shapes: list
+    origins: list | None = None      # per instruction: the HLO instruction it implements
 
 
 def load_program(manifest: dict, contents: dict, signature: Signature, where: str) -> LoadedProgram:
@@ -118,7 +122,8 @@ def load_program(manifest: dict, contents: dict, signature: Signature, where: st
         validate(instructions, config, host_bytes=size, races=races)
     except ValidationError as e:
         raise ArtifactProgramError(f"{where}: the program fails validation for its machine: {e}") from e
-    return LoadedProgram(config, instructions, image, [tuple(r["shape"]) for r in outputs])
+    return LoadedProgram(config, instructions, image, [tuple(r["shape"]) for r in outputs],
+                         _origins(files, contents, len(instructions), where))
 
 
 def config_from_json(data: dict, where: str) -> SystolicConfig:
@@ -198,6 +203,20 @@ def _instructions(section: dict, files: dict, contents: dict, where: str) -> lis
     return instructions
 
 
+def _origins(files: dict, contents: dict, count: int, where: str) -> list | None:
+    """The optional per-instruction HLO names (labels in traces only; nothing runs on them)."""
+    data = contents.get(files.get("origins"))
+    if data is None:
+        return None
+    try:
+        origins = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ArtifactFormatError(f"{where}: {files['origins']} is not JSON: {e}") from e
+    if not isinstance(origins, list) or len(origins) != count or not all(isinstance(o, str) for o in origins):
+        raise ArtifactFormatError(f"{where}: {files['origins']} must list one string per instruction ({count})")
+    return origins
+
+
 # ----------------------------------------------------------------------------- timing overrides
 
 def timing_config(config: SystolicConfig, overrides: Iterable[str] | Mapping | None, where: str) -> SystolicConfig:
@@ -207,11 +226,16 @@ def timing_config(config: SystolicConfig, overrides: Iterable[str] | Mapping | N
         return config
     items = dict(overrides) if isinstance(overrides, Mapping) else \
         dict(str(o).partition("=")[::2] for o in overrides)
-    fixed = sorted(k.strip() for k in items if k.strip() not in TIMING_FIELDS)
+    names = [k.strip() for k in items]
+    unknown = sorted(k for k in names if k not in FIELD_NAMES)
+    if unknown:
+        raise ArtifactConfigError(f"{where}: SystolicConfig has no field {', '.join(map(repr, unknown))}; "
+                                  f"the timing fields that may change are {', '.join(TIMING_FIELDS)}")
+    fixed = sorted(k for k in names if k not in TIMING_FIELDS)
     if fixed:
         raise ArtifactConfigError(
             f"{where}: cannot override {', '.join(fixed)}: the program was compiled for "
-            f"{', '.join(f'{k}={getattr(config, k.strip(), None)!r}' for k in fixed)} (its tiles, "
+            f"{', '.join(f'{k}={getattr(config, k)!r}' for k in fixed)} (its tiles, "
             f"host image and numerics depend on it); only timing fields may change here "
             f"({', '.join(TIMING_FIELDS)}). Compile again for another machine.")
     try:
@@ -247,6 +271,11 @@ class SystolicArtifact(LoadedArtifact):
             from ..runtime.systolic import timing
             self._reports[config] = timing.simulate_timing(self.program.instructions, config)
         return self._reports[config]
+
+    @property
+    def origins(self) -> list | None:
+        """Per instruction, the HLO instruction it implements (for trace labels)."""
+        return self.program.origins
 
     def program_text(self) -> str:
         """The program as assembly (the member checked on load to be the binary's)."""

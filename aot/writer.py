@@ -39,6 +39,10 @@ def save(compiled, path, *, target: str | None = None, cpu: str | None = None,
     `path` (for this host unless `target`/`cpu` name another machine); returns path.
     A systolic program is saved for the machine configuration it was compiled for."""
     exe = compiled.executable
+    if getattr(exe, "placed", False):
+        raise ArtifactBackendError(f"{exe.name}: a program placed on several devices ({', '.join(exe.devices)}) "
+                                   f"cannot be saved as an artifact: an artifact holds one backend's "
+                                   f"program; compile the function for one backend (no tessel.device scopes)")
     if compiled.backend == "systolic":
         _no_target("systolic", target, cpu, features)
         runner = exe.backend_runner

@@ -319,7 +319,9 @@ class Jitted:
         self._fast_ok = not self.binder.static_positions and not self.binder.static_names
         # What the backend's programs depend on besides the traced module (the systolic
         # machine config): read at each call, part of both cache keys (runtime/backends.py).
-        self._context = backends.CONTEXT.get(self.backend)
+        # Placement may put parts on the systolic machine whatever the backend.
+        self._context = backends.CONTEXT.get(self.backend) or \
+            (backends.CONTEXT["systolic"] if self.placement else None)
         self._in_flight: dict[Any, threading.Event] = {}
         self._lock = threading.Lock()
         self.trace_count = 0
@@ -364,6 +366,7 @@ class Jitted:
         key = (treedef, tuple(avals), binding.statics, context)
         compiled = self._get_or_compile(key, binding, leaves, treedef)
         if self._fast_ok and not kwargs:
+            context = self._context() if self._context is not None else None   # (it may be new)
             self._remember_fast(args, context, compiled.executable)
         return compiled.executable.call_leaves(leaves, treedef)
 
@@ -397,12 +400,24 @@ class Jitted:
             try:
                 compiled = self._trace_and_compile(key, binding, leaves, treedef)
                 with self._lock:
-                    self._cache[key] = compiled
+                    self._cache[self._keyed_by_context(key, compiled)] = compiled
                 return compiled
             finally:
                 with self._lock:
                     del self._in_flight[key]
                 event.set()
+
+    def _keyed_by_context(self, key, compiled: Compiled):
+        """`key`, or -- the first time a program of this jit turns out to run parts on the
+        systolic machine (tessel.device scopes) -- `key` with the machine config, from
+        then on part of every key of this jit (the entries before it are dropped).
+        Called with the lock held."""
+        if self._context is not None or "systolic" not in getattr(compiled.executable, "devices", ()):
+            return key
+        self._context = backends.CONTEXT["systolic"]
+        self._cache.clear()
+        self._fast.clear()
+        return key[:3] + (self._context(),)
 
     def _trace_and_compile(self, key, binding, leaves, treedef) -> Compiled:
         if not compile_log.enabled():

@@ -86,7 +86,10 @@ def test_sim_an_artifact_prints_cycles_and_writes_outputs_trace_and_plot(compile
     cycles = tessel.aot.load(model).report().total_cycles
     assert f"total: {cycles} cycles" in result.stdout and "16x16 array" in result.stdout
     np.testing.assert_array_equal(np.load(tmp / "sim" / "output0.npy"), expected["h"])
-    assert json.loads((tmp / "t.json").read_text())["otherData"]["total_cycles"] == cycles
+    trace = json.loads((tmp / "t.json").read_text())
+    assert trace["otherData"]["total_cycles"] == cycles
+    ops = {e["args"].get("op") for e in trace["traceEvents"] if e.get("name") == "MATMUL"}
+    assert ops and all(op and "dot" in op for op in ops), ops     # labelled with the HLO it implements
     assert (tmp / "t.png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -103,7 +106,7 @@ def test_sim_an_artifact_with_timing_overrides(compiled):
 @pytest.mark.parametrize("argv, message", [
     (("--config", "rows=32"), "--config: {model}: cannot override rows: the program was compiled for rows=16"),
     (("--config", "clock_hz=fast"), "SystolicConfig.clock_hz = 'fast' is not allowed"),
-    (("--config", "colour=red"), "cannot override colour"),
+    (("--config", "colour=red"), "SystolicConfig has no field 'colour'; the timing fields that may change"),
 ])
 def test_sim_an_artifact_refuses_layout_overrides(compiled, argv, message):
     tmp, model, _, _ = compiled

@@ -88,6 +88,7 @@ def test_round_trip_in_process(saved, name):
     assert pytree.flatten(in_params)[1] == pytree.flatten(params)[1] and kwargs == {}
     assert in_x.dims == x.shape and artifact.out_avals.dims == expected.shape
     assert artifact.program_text() == compiled.program_text()
+    assert artifact.origins == compiled.executable.backend_runner.program.origins
     report, jit_report = artifact.report(), compiled.systolic_report()
     assert (report.total_cycles, report.macs) == (jit_report.total_cycles, jit_report.macs)
     assert artifact.config == SystolicConfig()
@@ -152,10 +153,25 @@ def test_timing_fields_may_be_overridden_layout_fields_may_not(saved):
             artifact.report([field])
     with pytest.raises(aot.ArtifactConfigError, match="clock_hz"):
         artifact.report(["clock_hz=-1"])
+    with pytest.raises(aot.ArtifactConfigError, match="no field 'clock'"):
+        artifact.report(["clock=1GHz"])
     np.testing.assert_array_equal(artifact(params, x), expected)        # unchanged by any of it
 
 
 def test_placed_programs_are_refused(tmp_path):
+    def placed(w, x):
+        with tessel.device("systolic"):
+            h = x @ w
+        return np.tanh(h)
+
+    w, x = np.ones((8, 4), np.float32), np.ones((2, 8), np.float32)
+    compiled = tessel.jit(placed).lower(w, x).compile()
+    assert compiled.executable.placed
+    with pytest.raises(aot.ArtifactBackendError, match=r"placed on several devices \(cpu, systolic\)"):
+        aot.save(compiled, str(tmp_path / "placed.tsl"))
+    with pytest.raises(aot.ArtifactBackendError, match="placed on a device"):
+        aot.export(placed, w, x, path=str(tmp_path / "placed.tsl"))
+    assert not (tmp_path / "placed.tsl").exists()
     module = parse_module("""
 HloModule placed
 ENTRY main {

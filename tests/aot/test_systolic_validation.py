@@ -178,6 +178,13 @@ def test_pickled_or_misshapen_constants(artifact, tmp_path, nothing_runs):
         aot.load(forge(artifact, tmp_path / "d.tsl", change=wrong_dtype))
 
 
+def test_malformed_origins(artifact, tmp_path, nothing_runs):
+    def short(members, manifest):
+        members[manifest["files"]["origins"]] = b'["dot.1"]'
+    with pytest.raises(aot.ArtifactFormatError, match="one string per instruction"):
+        aot.load(forge(artifact, tmp_path / "o.tsl", change=short))
+
+
 def test_refusals_are_artifact_errors():
     assert issubclass(aot.ArtifactConfigError, aot.ArtifactProgramError)
     assert issubclass(aot.ArtifactProgramError, aot.ArtifactError)

@@ -108,3 +108,34 @@ def test_a_damaged_disk_entry_is_discarded_and_recompiled(cache_dir):
     with pytest.warns(RuntimeWarning, match="discarding a corrupt compile cache entry"):
         again = runner(tessel.jit(layer, backend="systolic"), X, W)
     assert again.program.text() == first.program.text() and len(entries(cache_dir)) == 1
+
+
+def test_placed_programs_are_keyed_by_the_config_too():
+    """placement='auto' may put parts on the machine whatever the jit's backend."""
+    f = tessel.jit(layer, placement="auto")
+    f(X, W)
+    with using_config(SystolicConfig(rows=16, cols=16)):
+        f(X, W)
+    assert f.trace_count == 2 and f.cache_size() == 2
+
+
+def test_a_jit_whose_device_scopes_reach_the_machine_is_keyed_by_the_config():
+    def scoped(x, w):
+        with tessel.device("systolic"):
+            h = x @ w
+        return np.tanh(h)
+
+    f = tessel.jit(scoped)                                # backend cpu, a systolic part
+    f(X, W)
+    f(X, W)
+    assert f.trace_count == 1
+    with using_config(SystolicConfig(rows=16, cols=16, dtype="f32")):
+        exact = f(X, W)
+        assert f.trace_count == 2
+        f(X, W)
+    assert f.trace_count == 2 and f.cache_size() == 2
+    np.testing.assert_allclose(exact, np.tanh(X @ W), rtol=1e-5, atol=1e-6)
+    assert not np.array_equal(f(X, W), exact) and f.trace_count == 2
+    plain = tessel.jit(layer)                             # no systolic part: no config in its keys
+    plain(X, W)
+    assert plain._context is None
