@@ -412,7 +412,8 @@ class Jitted:
         systolic machine (tessel.device scopes) -- `key` with the machine config, from
         then on part of every key of this jit (the entries before it are dropped).
         Called with the lock held."""
-        if self._context is not None or "systolic" not in getattr(compiled.executable, "devices", ()):
+        exe = compiled.executable
+        if self._context is not None or (exe.backend != "systolic" and "systolic" not in getattr(exe, "devices", ())):
             return key
         self._context = backends.CONTEXT["systolic"]
         self._cache.clear()

@@ -139,3 +139,17 @@ def test_a_jit_whose_device_scopes_reach_the_machine_is_keyed_by_the_config():
     plain = tessel.jit(layer)                             # no systolic part: no config in its keys
     plain(X, W)
     assert plain._context is None
+
+
+def test_a_jit_whose_scopes_put_everything_on_the_machine_is_keyed_by_the_config():
+    def all_on_the_machine(x, w):
+        with tessel.device("systolic"):
+            return np.tanh(x @ w)
+
+    f = tessel.jit(all_on_the_machine)                    # one device: a plain systolic program
+    f(X, W)
+    assert f.lower(X, W).compile().backend == "systolic"
+    with using_config(SystolicConfig(rows=16, cols=16)):
+        f(X, W)
+        assert program_of(f).config.rows == 16
+    assert f.trace_count == 3 and f.cache_size() == 2     # (lower() traced once more)
