@@ -40,9 +40,10 @@ def save(compiled, path, *, target: str | None = None, cpu: str | None = None,
     A systolic program is saved for the machine configuration it was compiled for."""
     exe = compiled.executable
     if getattr(exe, "placed", False):
-        raise ArtifactBackendError(f"{exe.name}: a program placed on several devices ({', '.join(exe.devices)}) "
-                                   f"cannot be saved as an artifact: an artifact holds one backend's "
-                                   f"program; compile the function for one backend (no tessel.device scopes)")
+        raise ArtifactBackendError(f"{exe.name}: each part of this program is placed on a device "
+                                   f"({', '.join(exe.devices)}): it cannot be saved as an artifact, which "
+                                   f"holds one backend's program; compile the function for one backend "
+                                   f"(no tessel.device scopes)")
     if compiled.backend == "systolic":
         _no_target("systolic", target, cpu, features)
         runner = exe.backend_runner
