@@ -86,6 +86,21 @@ def run(ns, program: TnpProgram, inputs) -> tuple:
     return tuple(values[i] for i in program.outputs)
 
 
+_PRECISION = {np.dtype(np.float16): 0, np.dtype(np.float32): 1, np.dtype(np.float64): 2}
+
+
+def least_precise_on_path(program: TnpProgram, inputs) -> list[np.dtype]:
+    """Per output, the least precise float dtype among the values it is computed from:
+    an f32 tanh promoted into an f64 product carries the f32 rounding, so it is held
+    to the f32 tolerance (NumPy's f32 kernels and tessel's may differ by an ulp)."""
+    values, least = list(inputs), [np.asarray(v).dtype for v in inputs]
+    for step in program.steps:
+        values.append(apply(np, step, values, len(inputs)))
+        path = [least[i] for i in step.operands] + [np.asarray(values[-1]).dtype]
+        least.append(min(path, key=lambda d: _PRECISION.get(d, 3)))
+    return [least[i] for i in program.outputs]
+
+
 def _dry(shape, dtype):
     return np.zeros(shape, dtype)
 
