@@ -154,7 +154,6 @@ def matrix_error_bound(program, mode: str = "nearest") -> list[float]:
     finite |A| |B|. Elements whose |A| |B| overflows are inf or NaN on both sides (the
     NaN/inf positions are compared exactly)."""
     from tessel.backends.systolic.reference import dot_relative_bound
-    from tessel.compiler import ops
     names = sorted({name for terms in program.matrix_terms for name in terms})
     if not names:
         return [0.0] * len(program.inexact)

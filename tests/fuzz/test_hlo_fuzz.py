@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 
 import checks
 import hlo_programs
+from campaign import Campaign, campaign_settings
 import systolic_programs
 
 FUZZ_EXAMPLES = int(os.environ.get("TESSEL_FUZZ_EXAMPLES", "5000"))
@@ -104,61 +105,15 @@ def test_the_systolic_generator_keeps_to_the_backends_op_set():
 
 # ----------------------------------------------------------------------------- campaigns
 
-class Campaign:
-    """Counts, op coverage and every failure of one long run (failures are collected,
-    not shrunk, so one run reports every distinct problem), written to $TESSEL_FUZZ_LOG."""
-
-    def __init__(self, name: str, op_set: set):
-        self.name, self.op_set = name, op_set
-        self.count, self.seen, self.failures, self.refused = 0, Counter(), [], Counter()
-        self.log = os.environ.get("TESSEL_FUZZ_LOG")
-
-    def note(self, text: str):
-        if self.log:
-            with open(self.log, "a") as f:
-                f.write(text + "\n")
-
-    def run(self, program, check):
-        self.count += 1
-        self.seen.update(program_ops(program))
-        try:
-            refused = check(program)
-            if refused:
-                self.refused[checks.refusal_kind(refused)] += 1
-        except Exception as e:   # noqa: BLE001 -- every failure is a finding, recorded below
-            self.failures.append(f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
-            self.note(f"FAILURE {self.failures[-1]}\n{program.reproduction()}\n")
-        if self.count % 50 == 0:
-            self.note(f"{self.name}: {self.count} programs, {len(self.failures)} failures, {len(self.seen)} ops")
-
-    def summary(self) -> str:
-        covered = set(self.seen) & self.op_set
-        lines = [f"{self.name} campaign: {self.count} programs generated, {len(self.failures)} mismatches, "
-                 f"{len(covered)} of {len(self.op_set)} ops covered"]
-        if self.op_set - covered:
-            lines.append(f"  not covered: {sorted(self.op_set - covered)}")
-        if self.refused:
-            lines.append(f"  refused by the backend ({sum(self.refused.values())}): {dict(self.refused)}")
-        lines.append(f"  op counts (programs containing each): {dict(sorted(self.seen.items()))}")
-        return "\n".join(lines)
-
-    def finish(self):
-        text = self.summary()
-        self.note(text)
-        print("\n" + text)
-        assert not self.failures, "\n".join(Counter(self.failures))
-        assert set(self.seen) >= self.op_set, sorted(self.op_set - set(self.seen))
-
-
 @pytest.mark.fuzz
 @pytest.mark.no_round_trip
 def test_fuzz_campaign():
-    campaign = Campaign("hlo (interpreter pipelines + cpu)", hlo_programs.generated_op_set())
+    campaign = Campaign("hlo (interpreter pipelines + cpu)", hlo_programs.generated_op_set(),
+                        program_ops, lambda program: program.reproduction())
     never = "\n".join(f"  {op}: {why}" for op, why in sorted(hlo_programs.NOT_GENERATED.items()))
     print(f"\nops of compiler/ops.py never generated:\n{never}")
 
-    @settings(max_examples=FUZZ_EXAMPLES, derandomize=False, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @campaign_settings(FUZZ_EXAMPLES)
     @given(hlo_programs.programs())
     def run(program):
         campaign.run(program, run_all_properties)
@@ -169,10 +124,10 @@ def test_fuzz_campaign():
 @pytest.mark.fuzz
 @pytest.mark.no_round_trip
 def test_fuzz_systolic_campaign():
-    campaign = Campaign("systolic", systolic_programs.systolic_op_set())
+    campaign = Campaign("systolic", systolic_programs.systolic_op_set(),
+                        program_ops, lambda program: program.reproduction())
 
-    @settings(max_examples=SYSTOLIC_EXAMPLES, derandomize=False, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
+    @campaign_settings(SYSTOLIC_EXAMPLES)
     @given(systolic_programs.systolic_programs())
     def run(program):
         campaign.run(program, run_systolic_properties)

@@ -11,7 +11,6 @@ campaign counts.
 from __future__ import annotations
 
 import os
-from collections import Counter
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 
 import checks
 import tnp_programs
+from campaign import Campaign, campaign_settings
 import tessel
 import tessel.numpy as tnp
 
@@ -35,11 +35,11 @@ def check_tnp_program(program, backends_to_check=("interpreter", "cpu")) -> dict
     from tessel.backends.systolic.codegen import UnsupportedOp
     inputs = program.inputs()
     with np.errstate(all="ignore"):
-        want = tnp_programs.run(np, program, inputs)
+        values = tnp_programs.run_values(np, program, inputs)
+    want = tuple(values[i] for i in program.outputs)
     scale = max([1.0] + [float(np.max(np.abs(v[np.isfinite(v)]), initial=0.0))
                          for v in checks.leaves(want) + inputs])
-    with np.errstate(all="ignore"):
-        least = tnp_programs.least_precise_on_path(program, inputs)
+    least = tnp_programs.least_precise_on_path(program, values)
     loose = [checks.INEXACT_RTOL[FLOAT_NAMES[d.name]] if d.name in FLOAT_NAMES else True for d in least]
     refused = {}
     for backend in backends_to_check:
@@ -80,32 +80,18 @@ def functions_of(program) -> set:
 @pytest.mark.fuzz
 @pytest.mark.no_round_trip
 def test_fuzz_tnp_campaign():
-    count, seen, refused, failures, systolic_compared = [0], Counter(), Counter(), [], [0]
-    log = os.environ.get("TESSEL_FUZZ_LOG")
+    campaign = Campaign("tnp", set(tnp_programs.FUNCTIONS), functions_of, lambda program: program.describe())
+    systolic_compared = [0]
 
-    @settings(max_examples=TNP_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+    def check(program) -> str | None:
+        chosen = backends_for(program)
+        refusals = check_tnp_program(program, chosen)
+        systolic_compared[0] += SYSTOLIC in chosen and SYSTOLIC not in refusals
+        return refusals.get(SYSTOLIC)
+
+    @campaign_settings(TNP_EXAMPLES)
     @given(tnp_programs.tnp_programs())
     def run(program):
-        count[0] += 1
-        seen.update(functions_of(program))
-        chosen = backends_for(program)
-        try:
-            refusals = check_tnp_program(program, chosen)
-            systolic_compared[0] += SYSTOLIC in chosen and SYSTOLIC not in refusals
-            refused.update(checks.refusal_kind(reason) for reason in refusals.values())
-        except Exception as e:   # noqa: BLE001 -- every failure is a finding, recorded below
-            failures.append(f"{type(e).__name__}: {str(e).splitlines()[0][:300]}")
-            if log:
-                with open(log, "a") as f:
-                    f.write(f"FAILURE {failures[-1]}\n{program.describe()}\n\n")
+        campaign.run(program, check)
     run()
-    every = set(tnp_programs.FUNCTIONS)
-    summary = (f"tnp campaign: {count[0]} programs generated, {len(failures)} mismatches, "
-               f"{len(set(seen) & every)} of {len(every)} functions covered; systolic compared on "
-               f"{systolic_compared[0]}, refused {sum(refused.values())} ({dict(refused)})")
-    if log:
-        with open(log, "a") as f:
-            f.write(summary + "\n")
-    print(f"\n{summary}")
-    assert not failures, "\n".join(Counter(failures))
-    assert set(seen) >= every, sorted(every - set(seen))
+    campaign.finish(f"systolic compared on {systolic_compared[0]} programs")

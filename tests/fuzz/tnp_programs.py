@@ -79,24 +79,31 @@ def apply(ns, step: Step, values: list, n_inputs: int):
     raise ValueError(f"unknown step kind {step.kind!r}")
 
 
-def run(ns, program: TnpProgram, inputs) -> tuple:
+def run_values(ns, program: TnpProgram, inputs) -> list:
+    """Every value of the program: its inputs, then one per step."""
     values = list(inputs)
     for step in program.steps:
         values.append(apply(ns, step, values, len(inputs)))
+    return values
+
+
+def run(ns, program: TnpProgram, inputs) -> tuple:
+    values = run_values(ns, program, inputs)
     return tuple(values[i] for i in program.outputs)
 
 
 _PRECISION = {np.dtype(np.float16): 0, np.dtype(np.float32): 1, np.dtype(np.float64): 2}
 
 
-def least_precise_on_path(program: TnpProgram, inputs) -> list[np.dtype]:
-    """Per output, the least precise float dtype among the values it is computed from:
-    an f32 tanh promoted into an f64 product carries the f32 rounding, so it is held
-    to the f32 tolerance (NumPy's f32 kernels and tessel's may differ by an ulp)."""
-    values, least = list(inputs), [np.asarray(v).dtype for v in inputs]
-    for step in program.steps:
-        values.append(apply(np, step, values, len(inputs)))
-        path = [least[i] for i in step.operands] + [np.asarray(values[-1]).dtype]
+def least_precise_on_path(program: TnpProgram, values: list) -> list[np.dtype]:
+    """Per output, the least precise float dtype among the values it is computed from
+    (`values`: run_values' result): an f32 tanh promoted into an f64 product carries the
+    f32 rounding, so it is held to the f32 tolerance (NumPy's f32 kernels and tessel's
+    may differ by an ulp)."""
+    n_inputs = len(values) - len(program.steps)
+    least = [np.asarray(v).dtype for v in values[:n_inputs]]
+    for step, value in zip(program.steps, values[n_inputs:]):
+        path = [least[i] for i in step.operands] + [np.asarray(value).dtype]
         least.append(min(path, key=lambda d: _PRECISION.get(d, 3)))
     return [least[i] for i in program.outputs]
 
